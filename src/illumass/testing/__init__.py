@@ -1,0 +1,20 @@
+"""Test support: :class:`FakeIllumass`, a local Illumass-compatible server, and its pytest fixture.
+
+>>> from illumass.testing import FakeIllumass
+>>> with FakeIllumass() as server:              # background thread; or `async with` on your loop
+...     client = Illumass(server.url, email=server.email, password=server.password)
+"""
+
+from ._faults import Fault, FaultKind, Faults
+from ._server import DEFAULT_USERS, FakeIllumass, KuzzleError, Stats, StoredApiKey
+
+__all__ = [
+    "DEFAULT_USERS",
+    "FakeIllumass",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "KuzzleError",
+    "Stats",
+    "StoredApiKey",
+]
