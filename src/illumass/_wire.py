@@ -69,8 +69,6 @@ converter.register_structure_hook(Secret, _secret)
 converter.register_structure_hook(datetime | None, _epoch_ms)
 converter.register_structure_hook(timedelta | None, _ttl_ms)
 
-_camel = {"user_id": "userId", "expires_at": "expiresAt", "created_at": "createdAt"}
-
 _auth_token = make_dict_structure_fn(
     AuthToken,
     converter,
@@ -81,7 +79,9 @@ _api_key_flat = make_dict_structure_fn(
     ApiKey,
     converter,
     id=override(rename="_id"),
-    **{name: override(rename=key) for name, key in _camel.items()},
+    user_id=override(rename="userId"),
+    expires_at=override(rename="expiresAt"),
+    created_at=override(rename="createdAt"),
 )
 _token_info = make_dict_structure_fn(
     TokenInfo,

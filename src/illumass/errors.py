@@ -15,6 +15,7 @@ __all__ = [
     "IllumassError",
     "InvalidCredentialsError",
     "InvalidResponseError",
+    "InvalidSpecError",
     "LoginRequiredError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -40,6 +41,10 @@ class APITimeoutError(APIConnectionError):
 
 class InvalidResponseError(IllumassError):
     """The server answered with something that is not a valid Kuzzle envelope or result."""
+
+
+class InvalidSpecError(IllumassError, ValueError):
+    """A bulk spec was invalid (bad description, duration or id); that item was not sent."""
 
 
 class LoginRequiredError(IllumassError):
@@ -138,9 +143,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error(
-    status: int, error: Mapping[str, Any] | None, request_id: str | None
-) -> APIStatusError:
+def status_error(status: int, error: Mapping[str, Any] | None, request_id: str | None) -> APIStatusError:
     """Build the exception for an error ``status`` and its (possibly absent) Kuzzle error object."""
     error = error or {}
     error_id = _str_or_none(error.get("id"))

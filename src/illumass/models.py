@@ -19,9 +19,9 @@ class AuthToken:
 
     jwt: Secret
     user_id: str
-    expires_at: datetime | None
+    expires_at: datetime | None = None
     """Expiry as the server's clock reports it; None if the token never expires."""
-    ttl: timedelta | None
+    ttl: timedelta | None = None
     """Lifetime granted by the server; None if the token never expires."""
 
 

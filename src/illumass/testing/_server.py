@@ -81,7 +81,10 @@ def _bad_expires_in() -> KuzzleError:
 
 def _invalid_type(name: str, expected: str) -> KuzzleError:
     return KuzzleError(
-        400, "api.assert.invalid_type", 33619969, f'Wrong type for argument "{name}" (expected: {expected})'
+        400,
+        "api.assert.invalid_type",
+        33619969,
+        f'Wrong type for argument "{name}" (expected: {expected})',
     )
 
 
@@ -410,7 +413,9 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         exp = claims.get("exp")
         if isinstance(exp, int) and self._now_ms() / 1000.0 >= exp:
             self.sessions.pop(token, None)
-            raise _expired_token() if self.expired_error_id == "security.token.expired" else _invalid_token()
+            raise (
+                _expired_token() if self.expired_error_id == "security.token.expired" else _invalid_token()
+            )
         session = self.sessions.get(token)
         if session is None or (session.expires_at is not None and self._now_ms() >= session.expires_at):
             raise _invalid_token()
@@ -434,7 +439,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         ttl = self._parse_expires_in(
             call.query.get("expiresIn"), self.default_expires_in, max_ttl=self.max_ttl
         )
-        user_id = self._kuids[email]
+        user_id = self._kuids[str(email)]
         token, expires_at = self._issue(user_id, ttl)
         self.stats.logins += 1
         return {"_id": user_id, "expiresAt": expires_at, "jwt": token, "ttl": ttl}
@@ -465,7 +470,10 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         key_id = call.query.get("_id") or str(uuid.uuid4())
         if key_id in self.api_keys:
             raise KuzzleError(
-                400, "services.storage.document_already_exists", 16842769, "Document already exists."
+                400,
+                "services.storage.document_already_exists",
+                16842769,
+                "Document already exists.",
             )
         # Illumass documents a 1h default where stock Kuzzle never expires; the docs win.
         ttl = self._parse_expires_in(call.query.get("expiresIn"), "1h", max_ttl=None)
@@ -500,9 +508,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         query = call.body if call.body is not None else {}
         if not isinstance(query, dict):
             raise KuzzleError(400, "api.assert.invalid_type", 33619969, "Body must be an object.")
-        matches = [
-            k for k in self.api_keys.values() if k.user_id == session.user_id and _matches(k, query)
-        ]
+        matches = [k for k in self.api_keys.values() if k.user_id == session.user_id and _matches(k, query)]
         page = matches[start : start + size]
         hits = [
             {
@@ -546,7 +552,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         return {"valid": True, "expiresAt": session.expires_at or -1, "kuid": session.user_id}
 
     async def _refreshToken(self, request: web.Request, call: _Call) -> Any:
-        token, session = self._require(request, "refreshToken")
+        _, session = self._require(request, "refreshToken")
         if session.api_key_id is not None or session.expires_at is None:
             what = "API Key" if session.api_key_id else "Token with infinite TTL"
             raise KuzzleError(
@@ -618,7 +624,11 @@ async def _read_body(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise KuzzleError(
-            400, "network.http.body_parse_failed", 50397196, "Unable to convert HTTP body to JSON.", bare=True
+            400,
+            "network.http.body_parse_failed",
+            50397196,
+            "Unable to convert HTTP body to JSON.",
+            bare=True,
         ) from None
 
 
