@@ -6,7 +6,7 @@
 """
 
 from ._faults import Fault, FaultKind, Faults
-from ._server import DEFAULT_USERS, FakeIllumass, KuzzleError, Stats, StoredApiKey
+from ._server import DEFAULT_USERS, FakeIllumass, KuzzleError, SeenRequest, Stats, StoredApiKey
 
 __all__ = [
     "DEFAULT_USERS",
@@ -15,6 +15,7 @@ __all__ = [
     "FaultKind",
     "Faults",
     "KuzzleError",
+    "SeenRequest",
     "Stats",
     "StoredApiKey",
 ]

@@ -21,7 +21,7 @@ from .._duration import parse_ms
 from ._faults import AFTER_ACTION, Faults
 from ._tokens import TokenSigner
 
-__all__ = ["FakeIllumass", "KuzzleError", "StoredApiKey"]
+__all__ = ["FakeIllumass", "KuzzleError", "SeenRequest", "Stats", "StoredApiKey"]
 
 DEFAULT_USERS: Mapping[str, str] = {"demo@illumass.test": "demo-password"}
 _MAX_BODY = 1024 * 1024  # Kuzzle's server.maxRequestSize "1MB"
@@ -110,14 +110,28 @@ class _Session:
     api_key_id: str | None = None
 
 
+@attrs.frozen
+class SeenRequest:
+    """One request as the server received it (the bearer token itself is not kept)."""
+
+    action: str
+    method: str
+    path: str
+    query: dict[str, str]
+    authorized: bool
+    headers: dict[str, str]
+
+
 @attrs.define
 class Stats:
-    """What the server has seen: requests per Kuzzle action, logins, concurrency high-water mark."""
+    """What the server has seen: requests per Kuzzle action, logins, concurrency high-water mark,
+    and the last 1,000 requests."""
 
     requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
     logins: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    recent: collections.deque[SeenRequest] = attrs.field(factory=lambda: collections.deque(maxlen=1000))
 
 
 Handler = Callable[[web.Request, "_Call"], Awaitable[Any]]
@@ -281,6 +295,11 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         async def endpoint(request: web.Request) -> web.StreamResponse:
             stats = self.stats
             stats.requests[action] += 1
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+            authorized = "Authorization" in request.headers
+            stats.recent.append(
+                SeenRequest(action, request.method, request.path, dict(request.query), authorized, headers)
+            )
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
