@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import logging
 import math
 import random
@@ -36,6 +37,7 @@ log: Final = logging.getLogger("illumass")
 _PAUSE_STATUSES: Final = frozenset({429, 503})  # the server did not act and asks us to slow down
 _GATEWAY_STATUSES: Final = frozenset({502, 504})  # a gateway failed; the server may have acted
 _MAX_RETRY_AFTER: Final = 60.0
+_LARGE_BODY: Final = 1024 * 1024
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
 
@@ -164,7 +166,8 @@ class Transport:
                 async with session.request(
                     method,
                     url,
-                    data=data,
+                    # aiohttp warns about (and blocks the loop on) large raw bytes; a fresh stream per attempt
+                    data=io.BytesIO(data) if data is not None and len(data) > _LARGE_BODY else data,
                     headers=headers,
                     allow_redirects=False,
                     timeout=self._timeout,
