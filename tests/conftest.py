@@ -36,4 +36,4 @@ async def client(server: FakeIllumass) -> AsyncIterator[AsyncIllumass]:
 def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """Every log record of every logger at DEBUG."""
     caplog.set_level(logging.DEBUG)
-    yield caplog
+    return caplog

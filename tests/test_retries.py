@@ -147,7 +147,7 @@ async def test_timeout_per_attempt(server: FakeIllumass) -> None:
         client._transport.backoff = FAST
         await client.auth.search_api_keys()
         server.faults.add("delay", "searchApiKeys", delay=1.0, times=2)
-        with pytest.raises(APITimeoutError, match="no response within 0.2s"):
+        with pytest.raises(APITimeoutError, match=r"no response within 0\.2s"):
             await client.auth.search_api_keys()
     assert server.stats.requests["searchApiKeys"] == 3
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from pathlib import Path
@@ -78,7 +77,7 @@ async def test_async_lifecycle_leaks_nothing(debug_log: pytest.LogCaptureFixture
         secrets = secrets_of(server) | seen_tokens | {PASSWORD + "x"}
     texts += [r.getMessage() for r in debug_log.records]
     texts.append(debug_log.text)
-    assert any("illumass" == r.name for r in debug_log.records)
+    assert any(r.name == "illumass" for r in debug_log.records)
     assert_clean(texts, secrets)
 
 
