@@ -56,8 +56,10 @@ async def create_all(
     _check_specs(specs)
     results: list[ProvisionResult | None] = []
     undelivered: dict[int, ApiKey] = {}
+    failure: BaseException | None = None  # from on_result; stops the batch
 
     async def worker(index: int, item: object, slot: object) -> None:
+        nonlocal failure
         try:
             with anyio.CancelScope(shield=True):  # a started create always finishes
                 result = await _run_one(provisioner, index, item)
@@ -68,7 +70,10 @@ async def create_all(
                 outcome = on_result(result)
                 if inspect.isawaitable(outcome):
                     await outcome
-            undelivered.pop(index, None)
+                undelivered.pop(index, None)
+        except Exception as exc:
+            failure = failure or exc
+            tg.cancel_scope.cancel()
         finally:
             limiter.release_on_behalf_of(slot)
 
@@ -78,9 +83,9 @@ async def create_all(
             async for index, item in _enumerate(specs):
                 results.append(None)
                 await _start(tg, limiter, worker, index, item)
+        if failure is not None:
+            raise failure
     except BaseException:
-        if on_result is None:
-            undelivered.update({r.index: r.api_key for r in results if r and r.api_key})
         with anyio.CancelScope(shield=True):
             await _revoke_all(provisioner, undelivered.values())
         raise
@@ -122,10 +127,13 @@ async def _stream(
             async for index, item in _enumerate(specs):
                 await _start(tg, limiter, worker, index, item)
 
+    error: BaseException | None = None
     async with anyio.create_task_group() as outer:
         outer.start_soon(feed)
         try:
             yield receive
+        except BaseException as exc:
+            error = exc  # re-raised once the task group is closed, so it is not wrapped in a group
         finally:
             while True:  # results buffered but never taken
                 try:
@@ -138,6 +146,8 @@ async def _stream(
             outer.cancel_scope.cancel()  # stop starting work; started creates finish (shielded)
     with anyio.CancelScope(shield=True):
         await _revoke_all(provisioner, stranded)
+    if error is not None:
+        raise error
 
 
 async def _start(

@@ -120,6 +120,8 @@ class SeenRequest:
     query: dict[str, str]
     authorized: bool
     headers: dict[str, str]
+    at: float
+    """``time.monotonic()`` when it arrived."""
 
 
 @attrs.define
@@ -298,7 +300,15 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
             headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
             authorized = "Authorization" in request.headers
             stats.recent.append(
-                SeenRequest(action, request.method, request.path, dict(request.query), authorized, headers)
+                SeenRequest(
+                    action,
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    authorized,
+                    headers,
+                    time.monotonic(),
+                )
             )
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)

@@ -1,0 +1,213 @@
+"""Bulk provisioning: bounded concurrency, exactly once, nothing lost, early exit cleans up."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+
+from illumass import (
+    ApiKeySpec,
+    AsyncIllumass,
+    IllumassError,
+    InvalidSpecError,
+    ProvisionResult,
+)
+from illumass.testing import FakeIllumass
+
+from .conftest import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_exactly(server: FakeIllumass, results: list[ProvisionResult]) -> None:
+    """The server holds exactly the delivered keys, and each delivered token is the server's."""
+    delivered = {r.api_key.id: r.api_key for r in results if r.api_key is not None}
+    assert set(server.api_keys) == set(delivered)
+    for key_id, key in delivered.items():
+        assert key.token is not None and key.token.get_secret_value() == server.api_keys[key_id].token
+
+
+async def test_input_order_callbacks_and_concurrency(client: AsyncIllumass, server: FakeIllumass) -> None:
+    server.latency = 0.01
+    completed: list[int] = []
+
+    async def on_result(result: ProvisionResult) -> None:
+        await anyio.sleep(0)
+        completed.append(result.index)
+
+    specs = [f"key {i}" for i in range(60)]
+    results = await client.auth.create_api_keys(specs, concurrency=7, on_result=on_result)
+    assert [r.index for r in results] == list(range(60))
+    assert [r.spec.description for r in results] == specs
+    assert all(r.ok and r.attempts == 1 for r in results)
+    assert sorted(completed) == list(range(60))
+    assert 5 <= server.stats.max_in_flight <= 7
+    assert_exactly(server, results)
+
+
+async def test_specs_with_their_own_settings(client: AsyncIllumass, server: FakeIllumass) -> None:
+    specs = [ApiKeySpec("a", expires_in="2d", key_id="key-a"), ApiKeySpec("b", expires_in=-1), "c"]
+    results = await client.auth.create_api_keys(specs, expires_in="3h")
+    assert [r.api_key.id for r in results if r.api_key][0] == "key-a"
+    assert [server.api_keys[r.api_key.id].ttl for r in results if r.api_key] == [172_800_000, -1, 10_800_000]
+
+
+async def test_invalid_specs_fail_alone(client: AsyncIllumass, server: FakeIllumass) -> None:
+    specs: list[object] = [
+        "ok",
+        "",
+        ApiKeySpec("bad ttl", expires_in="1 fortnight"),
+        42,
+        "fine",
+        ApiKeySpec("x", key_id="a/b"),
+    ]
+    results = await client.auth.create_api_keys(specs)  # type: ignore[arg-type]
+    assert [r.ok for r in results] == [True, False, False, False, True, False]
+    for r in results:
+        if not r.ok:
+            assert isinstance(r.error, InvalidSpecError) and isinstance(r.error, ValueError)
+            assert r.attempts == 0
+    assert len(server.api_keys) == 2
+
+
+async def test_async_iterable_specs(client: AsyncIllumass, server: FakeIllumass) -> None:
+    async def specs() -> AsyncIterator[str]:
+        for i in range(25):
+            await anyio.sleep(0)
+            yield f"async {i}"
+
+    results = await client.auth.create_api_keys(specs(), concurrency=5)
+    assert len(results) == 25 and all(r.ok for r in results)
+
+
+async def test_one_failure_never_stops_the_batch(client: AsyncIllumass, server: FakeIllumass) -> None:
+    server.faults.add("status", "createApiKey", status=400, error_id="api.assert.invalid_argument", times=3)
+    results = await client.auth.create_api_keys([f"k{i}" for i in range(20)], concurrency=4)
+    assert sum(not r.ok for r in results) == 3 and len(results) == 20
+    assert_exactly(server, results)
+
+
+async def test_thousand_keys_under_faults(client: AsyncIllumass, server: FakeIllumass) -> None:
+    server.faults.add("status", "createApiKey", probability=0.05, status=503)
+    server.faults.add("drop_after", "createApiKey", probability=0.03)
+    server.faults.add("drop_before", "createApiKey", probability=0.02)
+    server.faults.add(
+        "status", "createApiKey", probability=0.02, status=429, error_id="api.process.too_many_requests"
+    )
+    results = await client.auth.create_api_keys((f"key {i}" for i in range(1000)), concurrency=40)
+    assert len(results) == 1000 and all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    assert len(server.api_keys) == 1000
+    assert_exactly(server, results)
+    assert server.faults.fired("drop_after") > 10 and server.faults.fired("status") > 30
+    assert server.stats.max_in_flight <= 40
+    assert sum(r.attempts for r in results) > 1000
+
+
+async def test_short_token_ttl_during_a_batch(server: FakeIllumass) -> None:
+    server.latency = 0.02
+    async with AsyncIllumass(
+        server.url, email=server.email, password=server.password, login_expires_in="2s"
+    ) as client:
+        client._transport.backoff = FAST
+        with anyio.fail_after(30):
+            started = anyio.current_time()
+            results = await client.auth.create_api_keys([f"k{i}" for i in range(900)], concurrency=6)
+            elapsed = anyio.current_time() - started
+    assert elapsed > 2.5
+    assert all(r.ok for r in results)
+    assert 2 <= server.stats.logins <= 2 + int(elapsed)  # about one renewal a second, never a storm
+
+
+async def test_early_exit_keeps_exactly_the_delivered_keys(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    consumed = 0
+
+    def specs() -> Iterator[str]:
+        nonlocal consumed
+        for i in range(1_000_000):
+            consumed += 1
+            yield f"lazy {i}"
+
+    delivered: list[ProvisionResult] = []
+    async with client.auth.provision(specs(), concurrency=16) as results:
+        async for result in results:
+            delivered.append(result)
+            if len(delivered) == 100:
+                break
+    assert len(delivered) == 100
+    assert consumed < 100 + 3 * 16  # read-ahead stays bounded
+    assert_exactly(server, delivered)
+
+
+async def test_consumer_error_revokes_and_propagates(client: AsyncIllumass, server: FakeIllumass) -> None:
+    delivered: list[ProvisionResult] = []
+    with pytest.raises(RuntimeError, match="consumer broke"):
+        async with client.auth.provision([f"k{i}" for i in range(200)], concurrency=8) as results:
+            async for result in results:
+                delivered.append(result)
+                if len(delivered) == 5:
+                    raise RuntimeError("consumer broke")
+    assert_exactly(server, delivered)
+
+
+async def test_provision_runs_to_completion(client: AsyncIllumass, server: FakeIllumass) -> None:
+    async with client.auth.provision((f"k{i}" for i in range(50)), concurrency=8) as results:
+        got = [r async for r in results]
+    assert sorted(r.index for r in got) == list(range(50))
+    assert_exactly(server, got)
+
+
+async def test_failed_revocation_names_the_keys(client: AsyncIllumass, server: FakeIllumass) -> None:
+    await client.auth.search_api_keys()
+    server.faults.add("status", "deleteApiKey", status=500, error_id="core.fatal", times=10_000)
+    delivered: list[ProvisionResult] = []
+    with pytest.raises(IllumassError, match="could not be revoked; delete them: ") as info:
+        async with client.auth.provision([f"k{i}" for i in range(40)], concurrency=4) as results:
+            async for result in results:
+                delivered.append(result)
+                break
+    stranded = set(server.api_keys) - {r.api_key.id for r in delivered if r.api_key}
+    assert len(stranded) >= 2
+    assert all(key_id in str(info.value) for key_id in stranded)
+
+
+async def test_failing_callback_stops_the_batch_and_revokes_the_rest(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    kept: list[ProvisionResult] = []
+
+    def on_result(result: ProvisionResult) -> None:
+        if len(kept) == 10:
+            raise OSError("disk full")
+        kept.append(result)
+
+    with pytest.raises(OSError, match="disk full"):
+        await client.auth.create_api_keys((f"k{i}" for i in range(500)), concurrency=8, on_result=on_result)
+    assert_exactly(server, kept)
+
+
+async def test_cancelled_batch_revokes_created_keys(client: AsyncIllumass, server: FakeIllumass) -> None:
+    server.latency = 0.01
+    with anyio.move_on_after(0.3):
+        await client.auth.create_api_keys((f"k{i}" for i in itertools.count()), concurrency=8)
+    assert server.stats.requests["createApiKey"] > 8
+    assert server.api_keys == {}
+
+
+async def test_batch_backs_off_together(client: AsyncIllumass, server: FakeIllumass) -> None:
+    await client.auth.search_api_keys()
+    server.latency = 0.005
+    server.faults.add(
+        "status", "createApiKey", status=429, error_id="api.process.too_many_requests", retry_after="0.5"
+    )
+    results = await client.auth.create_api_keys([f"k{i}" for i in range(200)], concurrency=10)
+    assert all(r.ok for r in results)
+    creates = [r.at for r in server.stats.recent if r.action == "createApiKey"]
+    paused_at = creates[0]
+    during = [t for t in creates if paused_at + 0.05 < t < paused_at + 0.45]
+    assert during == []  # nobody hammered while the server asked us to wait
+    assert creates[-1] - paused_at < 3  # and the batch recovered its pace
