@@ -6,6 +6,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from illumass import (
@@ -35,7 +36,7 @@ async def test_input_order_callbacks_and_concurrency(client: AsyncIllumass, serv
     completed: list[int] = []
 
     async def on_result(result: ProvisionResult) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         completed.append(result.index)
 
     specs = [f"key {i}" for i in range(60)]
@@ -51,7 +52,7 @@ async def test_input_order_callbacks_and_concurrency(client: AsyncIllumass, serv
 async def test_specs_with_their_own_settings(client: AsyncIllumass, server: FakeIllumass) -> None:
     specs = [ApiKeySpec("a", expires_in="2d", key_id="key-a"), ApiKeySpec("b", expires_in=-1), "c"]
     results = await client.auth.create_api_keys(specs, expires_in="3h")
-    assert [r.api_key.id for r in results if r.api_key][0] == "key-a"
+    assert next(r.api_key.id for r in results if r.api_key) == "key-a"
     assert [server.api_keys[r.api_key.id].ttl for r in results if r.api_key] == [172_800_000, -1, 10_800_000]
 
 
@@ -76,7 +77,7 @@ async def test_invalid_specs_fail_alone(client: AsyncIllumass, server: FakeIllum
 async def test_async_iterable_specs(client: AsyncIllumass, server: FakeIllumass) -> None:
     async def specs() -> AsyncIterator[str]:
         for i in range(25):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             yield f"async {i}"
 
     results = await client.auth.create_api_keys(specs(), concurrency=5)
