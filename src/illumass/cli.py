@@ -485,9 +485,7 @@ def demo(keys: int) -> None:
             say(f"[bold]1.[/] Started FakeIllumass at {server.url} (user {server.email})")
             async with AsyncIllumass(server.url, email=server.email, password=server.password) as client:
                 token = await client.auth.login(expires_in="1h")
-                say(
-                    f"[bold]2.[/] Logged in as user {token.user_id}; the JWT lasts {token.ttl}, renewed as needed"
-                )
+                say(f"[bold]2.[/] Logged in as {token.user_id}; the JWT lasts {token.ttl}, renewed as needed")
                 key = await client.auth.create_api_key("demo: CI runner", expires_in="30d")
                 assert key.token is not None
                 say(f"[bold]3.[/] Created API key {key.id} (token shown once, kept as {key.token!r})")
@@ -515,9 +513,7 @@ def demo(keys: int) -> None:
                 await client.auth.logout()
                 say("[bold]7.[/] Logged out; the session token is revoked")
             stats = server.stats
-            say(
-                f"Done: {sum(stats.requests.values())} requests, {stats.logins} login. See README.md for more."
-            )
+            say(f"Done: {sum(stats.requests.values())} requests, {stats.logins} login. See README.md.")
 
     try:
         anyio.run(main)
