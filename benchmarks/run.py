@@ -139,7 +139,10 @@ def raw_aiohttp_sequential(url: str, jwt: str, n: int) -> Callable[[], Awaitable
             wall0, cpu0 = time.perf_counter(), cpu()
             for i in range(n):
                 async with session.post(
-                    f"{url}/api-keys/_create", params=params(), json={"description": f"raw {i}"}, headers=headers
+                    f"{url}/api-keys/_create",
+                    params=params(),
+                    json={"description": f"raw {i}"},
+                    headers=headers,
                 ) as response:
                     body = await response.json()
                     assert body["result"]["_source"]["token"]
@@ -231,9 +234,15 @@ def raw_aiohttp_bulk(url: str, jwt: str, n: int, concurrency: int) -> Callable[[
         async with aiohttp.ClientSession(connector=connector) as session:
 
             async def one(i: int) -> None:
-                async with gate, session.post(
-                    f"{url}/api-keys/_create", params=params(), json={"description": f"raw {i}"}, headers=headers
-                ) as response:
+                async with (
+                    gate,
+                    session.post(
+                        f"{url}/api-keys/_create",
+                        params=params(),
+                        json={"description": f"raw {i}"},
+                        headers=headers,
+                    ) as response,
+                ):
                     assert (await response.json())["result"]["_source"]["token"]
 
             wall0, cpu0 = time.perf_counter(), cpu()
@@ -301,7 +310,9 @@ def sequential(quick: bool) -> dict[str, Any]:
             },
             rounds,
         )
-    per_call = {k: {"wall_us": v.median()[0] / n * 1e6, "cpu_us": v.median()[1] / n * 1e6} for k, v in m.items()}
+    per_call = {
+        k: {"wall_us": v.median()[0] / n * 1e6, "cpu_us": v.median()[1] / n * 1e6} for k, v in m.items()
+    }
     raw = per_call["raw aiohttp"]
     sdk = per_call["sdk"]
     return {
@@ -434,7 +445,9 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("illumass", "aiohttp", "httpx", "requests", "anyio", "cattrs", "orjson")},
+        "versions": {
+            p: version(p) for p in ("illumass", "aiohttp", "httpx", "requests", "anyio", "cattrs", "orjson")
+        },
     }
 
 
@@ -462,8 +475,8 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| client CPU per `create_api_key` <= 1.0x raw aiohttp | {seq['sdk_cpu_vs_raw_aiohttp']:.2f}x | "
         f"{verdict(seq['sdk_cpu_vs_raw_aiohttp'] <= 1.0)} |",
-        f"| {lat['keys']} keys, {lat['latency_ms']:.0f} ms latency, concurrency {lat['concurrency']}: wall <= "
-        f"1.15x ideal ({lat['ideal_wall_s']:.2f} s) | {lat['sdk_wall_vs_ideal']:.3f}x "
+        f"| {lat['keys']} keys, {lat['latency_ms']:.0f} ms latency, concurrency {lat['concurrency']}: "
+        f"wall <= 1.15x ideal ({lat['ideal_wall_s']:.2f} s) | {lat['sdk_wall_vs_ideal']:.3f}x "
         f"({lat['contenders']['sdk']['wall_s']:.2f} s) | {verdict(lat['sdk_wall_vs_ideal'] <= 1.15)} |",
         f"| blocking facade per call <= 1.3x async | {seq['blocking_wall_vs_async']:.2f}x wall, "
         f"{seq['blocking_cpu_vs_async']:.2f}x CPU | {verdict(seq['blocking_wall_vs_async'] <= 1.3)} |",
@@ -490,7 +503,9 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         for name, v in b["contenders"].items():
-            lines.append(f"| {name} | {v['wall_s']:.2f} | {v['keys_per_s']:.0f} | {v['cpu_us_per_key']:.0f} |")
+            lines.append(
+                f"| {name} | {v['wall_s']:.2f} | {v['keys_per_s']:.0f} | {v['cpu_us_per_key']:.0f} |"
+            )
     lines += [
         "",
         "## Scaling (SDK `create_api_keys`/`provision`, concurrency 64, no latency)",
@@ -499,7 +514,9 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for row in r["scaling"]:
-        lines.append(f"| {row['keys']:,} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['cpu_us_per_key']:.0f} |")
+        lines.append(
+            f"| {row['keys']:,} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | {row['cpu_us_per_key']:.0f} |"
+        )
     lines += [
         "",
         "In the CPU-bound runs the single-process FakeIllumass is the bottleneck (it signs a JWT per key),",
@@ -511,7 +528,9 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run for CI")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="where results.json goes")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)

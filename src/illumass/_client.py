@@ -17,7 +17,7 @@ from ._duration import ExpiresIn, expires_in_param
 from ._secret import Secret
 from ._transport import Attempts, Transport
 from ._wire import structure
-from .errors import ConflictError, IllumassError, InvalidResponseError, NotFoundError
+from .errors import ConflictError, IllumassError, InvalidResponseError, NotFoundError, TokenExpiredError
 from .models import ApiKey, ApiKeyPage, ApiKeySpec, AuthToken, ProvisionResult, TokenInfo
 
 __all__ = ["AsyncAuthAPI", "AsyncIllumass", "fingerprint"]
@@ -201,8 +201,18 @@ class AsyncAuthAPI:
 
         async def create(spec: ApiKeySpec, attempts: Attempts) -> ApiKey:
             wire = default if spec.expires_in is None else expires_in_param(spec.expires_in, allow_never=True)
-            key_id = None if spec.key_id is None else _args.key_id(spec.key_id)
-            return await self._create(_args.description(spec.description), wire, key_id, attempts, retries)
+            # One id for every try, so a key made by a lost attempt is found and replaced.
+            key_id = str(uuid.uuid4()) if spec.key_id is None else _args.key_id(spec.key_id)
+            description = _args.description(spec.description)
+            for retry in range(retries + 1):
+                try:
+                    return await self._create(description, wire, key_id, attempts, retries)
+                except TokenExpiredError:
+                    # Rejected again right after a fresh login (sessions being flushed): in a batch
+                    # that is one more transient failure, not the end of this key.
+                    if retry == retries:
+                        raise
+            raise AssertionError("unreachable")
 
         async def revoke(key_id: str) -> None:
             await self._delete(key_id, Attempts())
