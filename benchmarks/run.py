@@ -44,6 +44,17 @@ EMAIL, PASSWORD = "bench@illumass.test", "bench-password"
 # -- harness --------------------------------------------------------------------------------------
 
 
+# Client and server on separate cores, so neither's load shows up in the other's figures.
+_ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+CLIENT_CPUS = set(_ALL_CPUS[:1])
+SERVER_CPUS = set(_ALL_CPUS[1:]) or CLIENT_CPUS
+
+
+def pin(cpus: set[int]) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
 def cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -66,6 +77,7 @@ def fake_server(latency_ms: float = 0.0) -> Iterator[str]:
         ],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: pin(SERVER_CPUS),
     )
     try:
         assert proc.stdout is not None
@@ -93,20 +105,6 @@ class Measure:
 
     def median(self) -> tuple[float, float]:
         return statistics.median(self.wall), statistics.median(self.cpu)
-
-
-def measured(fn: Callable[[], None]) -> tuple[float, float]:
-    wall0, cpu0 = time.perf_counter(), cpu()
-    fn()
-    return time.perf_counter() - wall0, cpu() - cpu0
-
-
-def interleave(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, Measure]:
-    results = {name: Measure() for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            results[name].add(*measured(run))
-    return results
 
 
 def on_loop(factory: Callable[[], Awaitable[None]]) -> Callable[[], None]:
@@ -200,11 +198,18 @@ def _record(wall0: float, cpu0: float) -> None:
     _last.append((time.perf_counter() - wall0, cpu() - cpu0))
 
 
-def interleave_loops(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, Measure]:
+Contender = Callable[[str, str], Callable[[], None]]  # (url, jwt) -> one timed run
+
+
+def interleave_loops(
+    contenders: dict[str, Contender], rounds: int, latency_ms: float = 0.0
+) -> dict[str, Measure]:
+    """Run each contender once per round, each against a fresh server (no state carried over)."""
     results = {name: Measure() for name in contenders}
     for _ in range(rounds):
-        for name, run in contenders.items():
-            run()
+        for name, contender in contenders.items():
+            with fake_server(latency_ms) as url:
+                contender(url, login_jwt(url))()
             results[name].add(*_last.pop())
     return results
 
@@ -298,18 +303,16 @@ def requests_bulk(url: str, jwt: str, n: int, concurrency: int) -> Callable[[], 
 
 def sequential(quick: bool) -> dict[str, Any]:
     n, rounds = (30, 2) if quick else (400, 7)
-    with fake_server() as url:
-        jwt = login_jwt(url)
-        m = interleave_loops(
-            {
-                "sdk": on_loop(sdk_sequential(url, n)),
-                "raw aiohttp": on_loop(raw_aiohttp_sequential(url, jwt, n)),
-                "httpx": on_loop(httpx_sequential(url, jwt, n)),
-                "requests": requests_sequential(url, jwt, n),
-                "sdk blocking": blocking_sequential(url, n),
-            },
-            rounds,
-        )
+    m = interleave_loops(
+        {
+            "sdk": lambda url, jwt: on_loop(sdk_sequential(url, n)),
+            "raw aiohttp": lambda url, jwt: on_loop(raw_aiohttp_sequential(url, jwt, n)),
+            "httpx": lambda url, jwt: on_loop(httpx_sequential(url, jwt, n)),
+            "requests": lambda url, jwt: requests_sequential(url, jwt, n),
+            "sdk blocking": lambda url, jwt: blocking_sequential(url, n),
+        },
+        rounds,
+    )
     per_call = {
         k: {"wall_us": v.median()[0] / n * 1e6, "cpu_us": v.median()[1] / n * 1e6} for k, v in m.items()
     }
@@ -328,17 +331,16 @@ def sequential(quick: bool) -> dict[str, Any]:
 def bulk(quick: bool, *, n: int, latency_ms: float, concurrency: int, rounds: int) -> dict[str, Any]:
     if quick:
         n, rounds = min(n, 200), 1
-    with fake_server(latency_ms) as url:
-        jwt = login_jwt(url)
-        m = interleave_loops(
-            {
-                "sdk": on_loop(sdk_bulk(url, n, concurrency)),
-                "raw aiohttp": on_loop(raw_aiohttp_bulk(url, jwt, n, concurrency)),
-                "httpx": on_loop(httpx_bulk(url, jwt, n, concurrency)),
-                "requests+threads": requests_bulk(url, jwt, n, concurrency),
-            },
-            rounds,
-        )
+    m = interleave_loops(
+        {
+            "sdk": lambda url, jwt: on_loop(sdk_bulk(url, n, concurrency)),
+            "raw aiohttp": lambda url, jwt: on_loop(raw_aiohttp_bulk(url, jwt, n, concurrency)),
+            "httpx": lambda url, jwt: on_loop(httpx_bulk(url, jwt, n, concurrency)),
+            "requests+threads": lambda url, jwt: requests_bulk(url, jwt, n, concurrency),
+        },
+        rounds,
+        latency_ms,
+    )
     out: dict[str, Any] = {"keys": n, "latency_ms": latency_ms, "concurrency": concurrency, "rounds": rounds}
     ideal = n * latency_ms / 1000 / concurrency
     out["contenders"] = {
@@ -538,6 +540,7 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child)
         return
+    pin(CLIENT_CPUS)
     q = args.quick
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "quick": q, "machine": machine()}
     steps: list[tuple[str, Callable[[], Any]]] = [

@@ -83,6 +83,8 @@ class Transport:
         self._slots: asyncio.Semaphore | None = None
         self._resume_at = 0.0
         self._closed = False
+        self._bearer: Secret | None = None
+        self._bearer_headers: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})
 
     @property
     def base_url(self) -> str:
@@ -118,9 +120,7 @@ class Transport:
         if params:
             url = url.with_query(params)
         data = None if body is None else orjson.dumps(body)
-        headers = _JSON_HEADERS if data is not None else None
-        if token is not None:
-            headers = {**(headers or {}), "Authorization": "Bearer " + token.get_secret_value()}
+        headers = self._headers(token, data is not None)
         attempts = attempts if attempts is not None else Attempts()
         retries = self.max_retries if max_retries is None else max_retries
         retry = 0
@@ -160,7 +160,8 @@ class Transport:
         wait = self._resume_at - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        started = time.perf_counter()
+        debug = log.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
         async with slots:
             try:
                 async with session.request(
@@ -172,10 +173,7 @@ class Transport:
                     allow_redirects=False,
                     timeout=self._timeout,
                 ) as response:
-                    status = response.status
                     raw = await response.read()
-                    request_id = response.headers.get("X-Kuzzle-Request-Id")
-                    retry_after = response.headers.get("Retry-After")
             except aiohttp.ClientConnectorError as exc:  # nothing was sent
                 raise _Retryable(APIConnectionError(f"{method} {path}: {exc}"), False) from None
             except aiohttp.ConnectionTimeoutError:  # nothing was sent
@@ -187,7 +185,10 @@ class Transport:
             except aiohttp.ClientError as exc:
                 message = f"{method} {path}: connection failed ({type(exc).__name__})"
                 raise _Retryable(APIConnectionError(message), True) from None
-        if log.isEnabledFor(logging.DEBUG):
+        status = response.status
+        # Headers are read only where they matter: errors, and the debug log.
+        request_id = response.headers.get("X-Kuzzle-Request-Id") if status >= 300 or debug else None
+        if debug:
             log.debug(
                 "%s %s -> %d [request %s] attempt %d, %.1f ms",
                 method,
@@ -213,13 +214,23 @@ class Transport:
         try:
             return parse(unwrap(status, decoded, request_id))
         except APIStatusError as exc:
-            if exc.status in _PAUSE_STATUSES:
-                raise _Retryable(exc, False, pause=True, retry_after=_retry_after(retry_after)) from None
-            if exc.status in _GATEWAY_STATUSES:
-                raise _Retryable(exc, True, retry_after=_retry_after(retry_after)) from None
+            if exc.status in _PAUSE_STATUSES or exc.status in _GATEWAY_STATUSES:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                paused = exc.status in _PAUSE_STATUSES
+                raise _Retryable(exc, not paused, pause=paused, retry_after=retry_after) from None
             raise
         except InvalidResponseError as exc:
             raise _Retryable(exc, True) from None
+
+    def _headers(self, token: Secret | None, has_body: bool) -> Mapping[str, str] | None:
+        """Request headers; the bearer's are built once per token, not per request."""
+        if token is None:
+            return _JSON_HEADERS if has_body else None
+        if token is not self._bearer:
+            value = "Bearer " + token.get_secret_value()
+            self._bearer = token
+            self._bearer_headers = ({"Authorization": value}, {**_JSON_HEADERS, "Authorization": value})
+        return self._bearer_headers[has_body]
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
