@@ -38,6 +38,7 @@ from illumass import AsyncIllumass, Illumass
 from illumass.testing import FakeIllumass
 
 HERE = Path(__file__).parent
+SOAK_HEADING = "## Soak under faults"
 EMAIL, PASSWORD = "bench@illumass.test", "bench-password"
 
 
@@ -469,7 +470,10 @@ def markdown(r: dict[str, Any]) -> str:
         + ".",
         "",
         "FakeIllumass runs in a separate process; CPU is this process's user+system time (getrusage),",
-        "so it is the client's own. Contenders run interleaved, round by round; figures are medians.",
+        "so it is the client's own. Contenders run interleaved, round by round, each against a fresh",
+        "server; figures are medians. The client is pinned to one core and the server to the other,",
+        "so neither's load lands in the other's figures (the blocking facade's two threads share the",
+        "client's core).",
         "",
         "## Goals",
         "",
@@ -529,6 +533,18 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def update_readme(report: str) -> None:
+    """Copy the goals table into README.md, between its bench markers."""
+    readme = HERE.parent / "README.md"
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    goals = report.split("## Goals", 1)[1].split("\n## ", 1)[0].strip()
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{goals}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -559,8 +575,12 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     report = markdown(results)
     if not q:
+        previous = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+        if SOAK_HEADING in previous:  # the soak figures come from the soak test, not from here
+            report += "\n" + SOAK_HEADING + previous.split(SOAK_HEADING, 1)[1]
         (HERE / "RESULTS.md").write_text(report)
         (HERE / "results.json").write_text(json.dumps(results, indent=2))
+        update_readme(report)
     print(report)
 
 

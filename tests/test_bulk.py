@@ -212,3 +212,21 @@ async def test_batch_backs_off_together(client: AsyncIllumass, server: FakeIllum
     during = [t for t in creates if paused_at + 0.05 < t < paused_at + 0.45]
     assert during == []  # nobody hammered while the server asked us to wait
     assert creates[-1] - paused_at < 3  # and the batch recovered its pace
+
+
+async def test_timeout_starts_once_a_connection_slot_is_taken(server: FakeIllumass) -> None:
+    server.latency = 0.15
+    async with AsyncIllumass(
+        server.url,
+        email=server.email,
+        password=server.password,
+        max_connections=2,
+        timeout=0.5,
+        max_retries=0,
+    ) as client:
+        await client.auth.login()
+        results = await client.auth.create_api_keys(
+            [f"k{i}" for i in range(12)], concurrency=12, max_retries=0
+        )
+    assert all(r.ok for r in results)  # 6 waves of 0.15 s: queueing did not count against the 0.5 s
+    assert server.stats.max_in_flight <= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -113,3 +114,71 @@ def test_secrets_refuse_pickling() -> None:
 
 def assert_private(path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_cli_leaks_nothing(
+    illumass_server: FakeIllumass,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    from click.testing import CliRunner
+
+    from illumass.cli import app
+
+    illumass_server.users["ops@example.com"] = PASSWORD
+    illumass_server._kuids["ops@example.com"] = "0000000000000099"
+    env = {
+        "ILLUMASS_BASE_URL": illumass_server.url,
+        "ILLUMASS_EMAIL": "ops@example.com",
+        "ILLUMASS_PASSWORD": PASSWORD,
+        "ILLUMASS_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    monkeypatch.delenv("ILLUMASS_API_KEY", raising=False)
+    runner = CliRunner()
+    outputs: list[str] = []
+    created = runner.invoke(app, ["api-keys", "create", "printed once"], env=env)
+    shown_once = illumass_server.keys_of("ops@example.com")[0].token
+    assert shown_once in created.output  # the one place a token is meant to appear
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\nc\n")
+    out = tmp_path / "out.jsonl"
+    for args in (
+        ["login"],
+        ["api-keys", "list"],
+        ["api-keys", "list", "--json"],
+        ["api-keys", "provision", str(source), "--out", str(out)],
+        ["api-keys", "delete", "nope"],
+        ["logout"],
+    ):
+        outputs.append(runner.invoke(app, args, env=env).output)
+    outputs.append(
+        runner.invoke(app, ["api-keys", "list"], env={**env, "ILLUMASS_PASSWORD": "x" + PASSWORD}).output
+    )
+    assert_private(out)
+    secrets = (secrets_of(illumass_server) | {"x" + PASSWORD}) - {shown_once, shown_once.rsplit(".", 1)[-1]}
+    for line in out.read_text().splitlines():  # tokens belong in the 0600 output file only
+        secrets.discard(json.loads(line)["token"])
+        secrets.discard(json.loads(line)["token"].rsplit(".", 1)[-1])
+    assert_clean(outputs + [r.getMessage() for r in debug_log.records], secrets)
+
+
+async def test_no_token_in_any_url(client: AsyncIllumass, server: FakeIllumass) -> None:
+    key = await client.auth.create_api_key("k")
+    assert key.token is not None
+    await client.auth.find_api_key(key.token)
+    await client.auth.check_token(key.token)
+    await client.auth.delete_api_key(key.id)
+    urls = [r.path + "?" + "&".join(f"{k}={v}" for k, v in r.query.items()) for r in server.stats.recent]
+    assert_clean(urls, secrets_of(server) | {key.token.get_secret_value()})
+
+
+def test_debug_log_describes_each_request(debug_log: pytest.LogCaptureFixture) -> None:
+    with FakeIllumass() as server, Illumass(server.url, email=server.email, password=server.password) as c:
+        c.auth.search_api_keys()
+    lines = [r.getMessage() for r in debug_log.records if r.name == "illumass" and r.levelname == "DEBUG"]
+    assert any(
+        line.startswith("POST /api-keys/_search -> 200 [request ") and "attempt 1" in line for line in lines
+    )
+    infos = [r.getMessage() for r in debug_log.records if r.name == "illumass" and r.levelname == "INFO"]
+    assert any("logged in as user" in line for line in infos)

@@ -97,7 +97,7 @@ class AsyncAuthAPI:
         return await self._create(
             _args.description(description),
             wire,
-            None if key_id is None else _args.key_id(key_id),
+            _new_key_id() if key_id is None else _args.key_id(key_id),
             Attempts(),
             None,
         )
@@ -202,7 +202,7 @@ class AsyncAuthAPI:
         async def create(spec: ApiKeySpec, attempts: Attempts) -> ApiKey:
             wire = default if spec.expires_in is None else expires_in_param(spec.expires_in, allow_never=True)
             # One id for every try, so a key made by a lost attempt is found and replaced.
-            key_id = str(uuid.uuid4()) if spec.key_id is None else _args.key_id(spec.key_id)
+            key_id = _new_key_id() if spec.key_id is None else _args.key_id(spec.key_id)
             description = _args.description(spec.description)
             for retry in range(retries + 1):
                 try:
@@ -223,11 +223,10 @@ class AsyncAuthAPI:
         self,
         description: str,
         expires_in: str,
-        key_id: str | None,
+        key_id: str,
         attempts: Attempts,
         max_retries: int | None,
     ) -> ApiKey:
-        key_id = key_id or str(uuid.uuid4())  # chosen once, before the first attempt
         params = {"expiresIn": expires_in, "_id": key_id}
         body = {"description": description}
         for _ in range(_MAX_REPAIRS):
@@ -373,6 +372,11 @@ class AsyncIllumass:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _new_key_id() -> str:
+    """An id for a create, chosen before its first attempt: what makes retrying it safe."""
+    return str(uuid.uuid4())
 
 
 def _query_params(params: Mapping[str, str | int | float | bool] | None) -> dict[str, str] | None:

@@ -142,7 +142,9 @@ class Illumass:
         self._portal_or_raise()
         # Straight onto the portal's loop: half the cost of portal.call, which adds a task group
         # and a cancel scope per call. Cancelling the future still cancels the task.
-        future = asyncio.run_coroutine_threadsafe(_awaited(fn(*args, **kwargs)), self._loop)
+        awaitable = fn(*args, **kwargs)
+        coroutine = awaitable if asyncio.iscoroutine(awaitable) else _awaited(awaitable)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
         except BaseException:
