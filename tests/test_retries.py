@@ -16,6 +16,7 @@ from illumass import (
     APITimeoutError,
     AsyncIllumass,
     BadRequestError,
+    IllumassError,
     InvalidResponseError,
     PayloadTooLargeError,
     RateLimitError,
@@ -252,4 +253,14 @@ async def test_create_that_finally_fails_leaves_no_key(client: AsyncIllumass, se
     server.faults.add("drop_before", "createApiKey", times=2)
     with pytest.raises(APIConnectionError):
         await client.auth.create_api_key("doomed")
+    assert server.api_keys == {}
+
+
+async def test_response_lost_every_time_ends_in_an_error_and_no_key(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    await client.auth.search_api_keys()
+    server.faults.add("drop_after", "createApiKey", times=1000)
+    with pytest.raises(IllumassError, match="its response was lost 3 times"):
+        await client.auth.create_api_key("never confirmed")
     assert server.api_keys == {}

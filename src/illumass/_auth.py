@@ -93,40 +93,33 @@ class Auth:
     ) -> T:
         """Send an authenticated request; on a 401 for its token, renew once and replay once."""
         token = await self.bearer()
-        try:
-            return await self._transport.send(
-                method,
-                path,
-                parse,
-                params=params,
-                body=body,
-                token=token,
-                replay_safe=replay_safe,
-                attempts=attempts,
-                max_retries=max_retries,
-            )
-        except TokenExpiredError as exc:
-            if self._api_key is not None:
-                raise AuthenticationError(
-                    "the API key was rejected: it has expired or been revoked; create a new one",
-                    status=exc.status,
-                    error_id=exc.error_id,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                ) from None
-            log.info("%s %s: token rejected (%s); logging in again", method, path, exc.error_id)
-            token = await self._renew(token)
-        return await self._transport.send(
-            method,
-            path,
-            parse,
-            params=params,
-            body=body,
-            token=token,
-            replay_safe=replay_safe,
-            attempts=attempts,
-            max_retries=max_retries,
-        )
+        for replay in (False, True):
+            try:
+                return await self._transport.send(
+                    method,
+                    path,
+                    parse,
+                    params=params,
+                    body=body,
+                    token=token,
+                    replay_safe=replay_safe,
+                    attempts=attempts,
+                    max_retries=max_retries,
+                )
+            except TokenExpiredError as exc:
+                if self._api_key is not None:
+                    raise AuthenticationError(
+                        "the API key was rejected: it has expired or been revoked; create a new one",
+                        status=exc.status,
+                        error_id=exc.error_id,
+                        code=exc.code,
+                        request_id=exc.request_id,
+                    ) from None
+                if replay:
+                    raise
+                log.info("%s %s: token rejected (%s); logging in again", method, path, exc.error_id)
+                token = await self._renew(token)
+        raise AssertionError("unreachable")
 
     async def login(self, email: str | None, password: Secret | None, expires_in: str | None) -> AuthToken:
         """Log in now (explicitly), remembering the credentials for later renewals."""

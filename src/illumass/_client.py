@@ -29,7 +29,6 @@ DEFAULT_API_KEY_EXPIRES_IN: Final = "1h"
 
 _REPLAY_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _METHODS: Final = _REPLAY_SAFE_METHODS | {"POST", "PATCH"}
-_MAX_REPAIRS: Final = 3
 
 SpecLike = str | ApiKeySpec
 ResultCallback = Callable[[ProvisionResult], Awaitable[None] | None]
@@ -229,7 +228,8 @@ class AsyncAuthAPI:
     ) -> ApiKey:
         params = {"expiresIn": expires_in, "_id": key_id}
         body = {"description": description}
-        for _ in range(_MAX_REPAIRS):
+        repairs = (self._transport.max_retries if max_retries is None else max_retries) + 1
+        for _ in range(repairs):
             try:
                 return await self._auth.call(
                     "POST",
@@ -254,7 +254,7 @@ class AsyncAuthAPI:
                 if attempts.delivered:
                     await self._discard(key_id)
                 raise
-        raise IllumassError(f"could not create API key {key_id}: its id kept colliding")
+        raise IllumassError(f"could not create API key {key_id}: its response was lost {repairs} times")
 
     async def _delete(self, key_id: str, attempts: Attempts) -> None:
         try:
