@@ -169,12 +169,13 @@ def test_demo_runs_offline() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "ILLUMASS_BASE_URL": "https://unused.invalid/v4"},
+        env={**os.environ, "ILLUMASS_BASE_URL": "https://unused.invalid/v4", "FORCE_COLOR": "1"},
     )
     assert done.returncode == 0, done.stderr
     assert "Provisioned 25/25 keys" in done.stdout
     assert "0 remain on the server" in done.stdout
     assert "kapikey-" not in done.stdout + done.stderr
+    assert "keys/s" in done.stderr and "100%" in done.stderr  # the progress bar, as on a terminal
 
 
 def test_serve_command() -> None:

@@ -23,12 +23,15 @@ try:
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
     from rich.table import Table
+    from rich.text import Text
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise SystemExit(
         f"the illumass command needs its extra: pip install 'illumass[cli]' ({exc.name} missing)"
@@ -176,13 +179,21 @@ def keys_table(keys: list[ApiKey]) -> Table:
     return table
 
 
+class RateColumn(ProgressColumn):
+    """Keys per second, once there is a rate to show."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} keys/s" if task.speed else "")
+
+
 def progress_bar(total: int | None) -> Progress:
+    """A progress bar on stderr with rate and ETA; silent when stderr is not a terminal."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.speed:>6.0f} keys/s" if total else ""),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr,
