@@ -183,3 +183,12 @@ async def test_secret_and_helpers() -> None:
     assert fingerprint("kapikey-abc") == fingerprint(Secret("kapikey-abc"))
     assert len(fingerprint("x")) == 64
     assert isinstance(ApiKey, type)
+
+
+async def test_request_paths_are_escaped(client: AsyncIllumass, server: FakeIllumass) -> None:
+    with pytest.raises(NotFoundError):
+        await client.request("GET", '/entity/signal."TOKU systems".battery')
+    with pytest.raises(NotFoundError):
+        await client.request("GET", "/entity/signal.%22TOKU%20systems%22.battery")
+    paths = [r.path for r in server.stats.recent if r.action == "_not_found"]
+    assert paths == ['/v4/entity/signal."TOKU systems".battery'] * 2

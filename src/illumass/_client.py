@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote
 
 from . import _args, _bulk
 from ._auth import Auth
@@ -351,7 +352,7 @@ class AsyncIllumass:
             raise ValueError("path must not contain '.' or '..' segments")
         return await self._auth.call(
             method,
-            path,
+            quote(path, safe="/%!$&'()*+,;=:@-._~"),  # what is already escaped stays as it is
             _identity,
             params=_query_params(params),
             body=json,

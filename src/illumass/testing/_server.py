@@ -35,15 +35,15 @@ class KuzzleError(Exception):
 
     def __init__(self, status: int, error_id: str, code: int, message: str, *, bare: bool = False):
         super().__init__(message)
-        self.status, self.error_id, self.code, self.message, self.bare = (
-            status,
-            error_id,
-            code,
-            message,
-            bare,
-        )
+        self.status = status
+        self.error_id = error_id
+        self.code = code
+        self.message = message
+        self.bare = bare
+        """Sent as a bare error object, as Kuzzle does for errors raised before routing."""
 
     def to_json(self) -> dict[str, Any]:
+        """The error object as Kuzzle serialises it."""
         return {
             "code": self.code,
             "id": self.error_id,
