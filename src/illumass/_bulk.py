@@ -152,22 +152,17 @@ async def create_all(
                 batch.fail(exc)
                 if result.api_key is not None:
                     batch.stranded.append(result.api_key)
-            if batch.stopping and on_result is None:
-                return  # cancelled: nothing was delivered, so nothing is kept
 
     try:
         await batch.run(workers, worker)
+        if batch.stopping:
+            await anyio.lowlevel.checkpoint()  # stopped by a cancellation: let it raise here
     except BaseException:
         if on_result is None:  # revoke everything the caller will never see
             batch.stranded = [r.api_key for r in results if r is not None and r.api_key is not None]
             with anyio.CancelScope(shield=True):
                 await batch.revoke_stranded()
         raise
-    if batch.stopping and on_result is None:  # cancelled while shielded: the checkpoint re-raises
-        batch.stranded = [r.api_key for r in results if r is not None and r.api_key is not None]
-        with anyio.CancelScope(shield=True):
-            await batch.revoke_stranded()
-        await anyio.lowlevel.checkpoint()
     return [r for r in results if r is not None]
 
 
