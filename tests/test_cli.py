@@ -81,7 +81,8 @@ def test_create_list_delete(env: dict[str, str], illumass_server: FakeIllumass) 
     assert cli("api-keys", "delete", "ci-1", created["id"]).exit_code == 0
     assert illumass_server.api_keys == {}
     result = cli("api-keys", "delete", "ci-1")
-    assert result.exit_code == 1 and "not found" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith('error: Document "ci-1" not found') and "[request " in result.output
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn, TypeVar
 try:
     import click
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -112,7 +113,7 @@ class Settings:
 
 def fail(message: str) -> NoReturn:
     """Print one line on stderr and exit 1."""
-    stderr.print(f"[red]error:[/] {message}", markup=True, soft_wrap=True)
+    stderr.print(f"[red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise SystemExit(1)
 
 
