@@ -68,10 +68,6 @@ class Auth:
         """The current session token, if logged in."""
         return self._token
 
-    @property
-    def uses_api_key(self) -> bool:
-        return self._api_key is not None
-
     async def bearer(self) -> Secret:
         """A token to send now, logging in first if there is none or it is due for renewal."""
         bearer = self._bearer
@@ -167,7 +163,8 @@ class Auth:
                 if not proactive or current is None or self._expired():
                     raise
                 log.warning("token renewal failed (%s); using the current token until it expires", exc)
-                self._renew_at = time.monotonic() + _RETRY_RENEWAL_AFTER
+                retry_at = time.monotonic() + _RETRY_RENEWAL_AFTER
+                self._renew_at = retry_at if self._expires_at is None else min(retry_at, self._expires_at)
                 return current
             assert self._bearer is not None
             return self._bearer
