@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,3 +41,19 @@ def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFix
     """Every log record of every logger at DEBUG."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+def http(method: str, url: str, body: object = None, token: str | None = None) -> tuple[int, Any]:
+    """A blocking request with the standard library, for tests that run no event loop."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())

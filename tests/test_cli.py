@@ -15,6 +15,8 @@ from click.testing import CliRunner, Result
 from illumass.cli import app
 from illumass.testing import FakeIllumass
 
+from .conftest import http
+
 
 @pytest.fixture
 def env(illumass_server: FakeIllumass, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -180,8 +182,6 @@ def test_demo_runs_offline() -> None:
 
 
 def test_serve_command() -> None:
-    import requests
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "illumass.cli", "serve", "--port", "0", "--user", "a@b.c:pw"],
         stdout=subprocess.PIPE,
@@ -191,8 +191,7 @@ def test_serve_command() -> None:
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
-        response = requests.post(url + "/login", json={"email": "a@b.c", "password": "pw"}, timeout=10)
-        assert response.status_code == 200
+        assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
     finally:
         proc.terminate()
         proc.wait(10)

@@ -13,6 +13,8 @@ import pytest
 from illumass._jwt import claims
 from illumass.testing import FakeIllumass
 
+from .conftest import http
+
 pytestmark = pytest.mark.anyio
 
 
@@ -336,19 +338,13 @@ async def test_latency_and_high_water_mark() -> None:
 
 
 def test_threaded_server_and_forget_sessions() -> None:
-    import requests
-
     with FakeIllumass() as server:
         assert server.url.endswith("/v4")
-        r = requests.post(server.url + "/login", json={"email": server.email, "password": server.password})
-        jwt = r.json()["result"]["jwt"]
-        assert (
-            requests.get(server.url + "/_me", headers={"Authorization": f"Bearer {jwt}"}).status_code == 200
-        )
+        _, body = http("POST", server.url + "/login", {"email": server.email, "password": server.password})
+        jwt = body["result"]["jwt"]
+        assert http("GET", server.url + "/_me", token=jwt)[0] == 200
         server.forget_sessions()
-        assert (
-            requests.get(server.url + "/_me", headers={"Authorization": f"Bearer {jwt}"}).status_code == 401
-        )
+        assert http("GET", server.url + "/_me", token=jwt)[0] == 401
 
 
 def test_pytest_fixture(illumass_server: FakeIllumass) -> None:
@@ -359,8 +355,6 @@ def test_module_entry_point_serves() -> None:
     import subprocess
     import sys
 
-    import requests
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "illumass.testing", "--user", "a@b.c:pw", "--latency", "1"],
         stdout=subprocess.PIPE,
@@ -369,8 +363,7 @@ def test_module_entry_point_serves() -> None:
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
-        r = requests.post(url + "/login", json={"email": "a@b.c", "password": "pw"}, timeout=10)
-        assert r.status_code == 200
+        assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
     finally:
         proc.terminate()
         proc.wait(10)

@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote
 
+import anyio
+
 from . import _args, _bulk
 from ._auth import Auth
 from ._config import check_count, resolve
@@ -203,14 +205,15 @@ class AsyncAuthAPI:
             # One id for every try, so a key made by a lost attempt is found and replaced.
             key_id = _new_key_id() if spec.key_id is None else _args.key_id(spec.key_id)
             description = _args.description(spec.description)
-            for retry in range(retries + 1):
+            for retry in range(1, retries + 2):
                 try:
                     return await self._create(description, wire, key_id, attempts, retries)
                 except TokenExpiredError:
                     # Rejected again right after a fresh login (sessions being flushed): in a batch
                     # that is one more transient failure, not the end of this key.
-                    if retry == retries:
+                    if retry > retries:
                         raise
+                    await anyio.sleep(self._transport.backoff.delay(retry))
             raise AssertionError("unreachable")
 
         async def revoke(key_id: str) -> None:
