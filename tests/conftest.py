@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -57,3 +60,18 @@ def http(method: str, url: str, body: object = None, token: str | None = None) -
     except urllib.error.HTTPError as error:
         with error:
             return error.code, json.loads(error.read())
+
+
+@contextlib.contextmanager
+def served(*args: str) -> Iterator[str]:
+    """Run ``python -m <args>`` as a server process; yield the base URL it prints first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from illumass.cli import app
 from illumass.testing import FakeIllumass
 
-from .conftest import http
+from .conftest import http, served
 
 
 @pytest.fixture
@@ -182,18 +182,5 @@ def test_demo_runs_offline() -> None:
 
 
 def test_serve_command() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "illumass.cli", "serve", "--port", "0", "--user", "a@b.c:pw"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
+    with served("illumass.cli", "serve", "--port", "0", "--user", "a@b.c:pw") as url:
         assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()

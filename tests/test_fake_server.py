@@ -13,7 +13,7 @@ import pytest
 from illumass._jwt import claims
 from illumass.testing import FakeIllumass
 
-from .conftest import http
+from .conftest import http, served
 
 pytestmark = pytest.mark.anyio
 
@@ -352,20 +352,5 @@ def test_pytest_fixture(illumass_server: FakeIllumass) -> None:
 
 
 def test_module_entry_point_serves() -> None:
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "illumass.testing", "--user", "a@b.c:pw", "--latency", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
+    with served("illumass.testing", "--user", "a@b.c:pw", "--latency", "1") as url:
         assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
