@@ -195,9 +195,7 @@ class AsyncAuthAPI:
         return _bulk.stream(self._provisioner(expires_in, max_retries), specs, concurrency)
 
     def _provisioner(self, expires_in: ExpiresIn | None, max_retries: int) -> _bulk.Provisioner:
-        default = expires_in_param(
-            DEFAULT_API_KEY_EXPIRES_IN if expires_in is None else expires_in, allow_never=True
-        )
+        default = _DEFAULT_WIRE if expires_in is None else expires_in_param(expires_in, allow_never=True)
         retries = check_count("max_retries", max_retries, minimum=0)
 
         async def create(spec: ApiKeySpec, attempts: Attempts) -> ApiKey:
