@@ -152,6 +152,7 @@ def test_ctrl_c_cancels_the_call_and_leaves_the_client_usable(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # on purpose
 def test_use_after_fork_is_a_clear_error(client: Illumass) -> None:
     client.auth.search_api_keys()
     read, write = os.pipe()
