@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,14 @@ def assert_private(path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+@pytest.fixture
+def ops_server() -> Iterator[FakeIllumass]:
+    with FakeIllumass({"ops@example.com": PASSWORD}) as server:
+        yield server
+
+
 def test_cli_leaks_nothing(
-    illumass_server: FakeIllumass,
+    ops_server: FakeIllumass,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     debug_log: pytest.LogCaptureFixture,
@@ -126,8 +133,7 @@ def test_cli_leaks_nothing(
 
     from illumass.cli import app
 
-    illumass_server.users["ops@example.com"] = PASSWORD
-    illumass_server._kuids["ops@example.com"] = "0000000000000099"
+    illumass_server, runner = ops_server, CliRunner()
     env = {
         "ILLUMASS_BASE_URL": illumass_server.url,
         "ILLUMASS_EMAIL": "ops@example.com",
@@ -135,7 +141,6 @@ def test_cli_leaks_nothing(
         "ILLUMASS_CONFIG_DIR": str(tmp_path / "config"),
     }
     monkeypatch.delenv("ILLUMASS_API_KEY", raising=False)
-    runner = CliRunner()
     outputs: list[str] = []
     created = runner.invoke(app, ["api-keys", "create", "printed once"], env=env)
     shown_once = illumass_server.keys_of("ops@example.com")[0].token

@@ -106,7 +106,6 @@ class StoredApiKey:
 class _Session:
     user_id: str
     expires_at: float | None  # epoch ms on the server's clock; None: never
-    ttl: float
     api_key_id: str | None = None
 
 
@@ -402,9 +401,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         prefix = (_APIKEY_PREFIX if api_key_id else _AUTH_PREFIX) if self.token_prefixes else ""
         token = self._signer.sign(user_id, now / 1000.0, ttl_ms, prefix)
         expires_at = -1 if ttl_ms == -1 else math.floor(now + ttl_ms)
-        self.sessions[token] = _Session(
-            user_id, None if ttl_ms == -1 else expires_at, ttl_ms, api_key_id=api_key_id
-        )
+        self.sessions[token] = _Session(user_id, None if ttl_ms == -1 else expires_at, api_key_id)
         return token, expires_at
 
     def _parse_expires_in(self, raw: str | None, default: str, *, max_ttl: float | None) -> float:
