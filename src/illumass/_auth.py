@@ -197,7 +197,6 @@ class Auth:
             params={"expiresIn": self._login_expires_in},
             body={"email": self._email, "password": self._password.get_secret_value()},
             replay_safe=True,
-            attempts=Attempts(),
         )
         lifetime = _lifetime(raw, token.jwt, sent_at_wall)
         self._token, self._bearer = token, token.jwt

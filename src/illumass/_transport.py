@@ -38,7 +38,6 @@ _PAUSE_STATUSES: Final = frozenset({429, 503})  # the server did not act and ask
 _GATEWAY_STATUSES: Final = frozenset({502, 504})  # a gateway failed; the server may have acted
 _MAX_RETRY_AFTER: Final = 60.0
 _LARGE_BODY: Final = 1024 * 1024
-_URL_CACHE_SIZE: Final = 64
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
 
@@ -84,7 +83,6 @@ class Transport:
         self._slots: asyncio.Semaphore | None = None
         self._resume_at = 0.0
         self._closed = False
-        self._urls: dict[str, URL] = {}
         self._bearer: Secret | None = None
         self._bearer_headers: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})
 
@@ -118,11 +116,7 @@ class Transport:
         after which the server may have acted (lost response, gateway error, garbled 2xx body) is
         retried only when ``replay_safe``; ``attempts.delivered`` records that it happened.
         """
-        url = self._urls.get(path)
-        if url is None:
-            url = URL(self._base + path, encoded=True)
-            if len(self._urls) < _URL_CACHE_SIZE:  # fixed routes; key ids make the rest unique
-                self._urls[path] = url
+        url = URL(self._base + path, encoded=True)
         if params:
             url = url.with_query(params)
         data = None if body is None else orjson.dumps(body)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._secret import Secret
-from .errors import APIStatusError, InvalidResponseError, status_error
+from .errors import InvalidResponseError, status_error
 from .models import ApiKey, ApiKeyPage, AuthToken, TokenInfo
 
 __all__ = ["converter", "structure", "unwrap"]
@@ -128,19 +128,18 @@ def unwrap(status: int, body: object, request_id: str | None) -> Any:
             error = body.get("error")
             if error is None and status < 400:
                 return body.get("result")
-            return _raise(status, error, request_id or _request_id(body))
+            _raise(status, error, request_id or _request_id(body))
         if status >= 400 and "id" in body and "status" in body:
-            return _raise(status, body, request_id)
+            _raise(status, body, request_id)
     if status >= 400:
-        return _raise(status, None, request_id)
+        _raise(status, None, request_id)
     return body
 
 
-def _raise(status: int, error: object, request_id: str | None) -> Any:
+def _raise(status: int, error: object, request_id: str | None) -> NoReturn:
     if error is not None and not isinstance(error, dict):
         raise InvalidResponseError(f"malformed error object in a {status} response")
-    err: APIStatusError = status_error(status if status >= 400 else _status_of(error), error, request_id)
-    raise err
+    raise status_error(status if status >= 400 else _status_of(error), error, request_id)
 
 
 def _status_of(error: dict[str, Any] | None) -> int:
