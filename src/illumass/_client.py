@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import anyio
 
-from . import _args, _bulk
+from . import _args, _bulk, _jwt
 from ._auth import Auth
 from ._config import check_count, resolve
 from ._duration import ExpiresIn, expires_in_param
@@ -30,6 +30,9 @@ log: Final = logging.getLogger("illumass")
 DEFAULT_API_KEY_EXPIRES_IN: Final = "1h"
 """Illumass documents a 1 h default; it is sent explicitly because stock Kuzzle defaults to never."""
 _DEFAULT_WIRE: Final = expires_in_param(DEFAULT_API_KEY_EXPIRES_IN, allow_never=True)
+
+_VISIBLE_NOW: Final = {"refresh": "wait_for"}
+"""Deletes are not refreshed by default: a revoked key would stay listed for about a second."""
 
 _REPLAY_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _METHODS: Final = _REPLAY_SAFE_METHODS | {"POST", "PATCH"}
@@ -147,9 +150,17 @@ class AsyncAuthAPI:
         await self._delete(_args.key_id(key_id), Attempts())
 
     async def find_api_key(self, token: str | Secret) -> ApiKey | None:
-        """The API key whose token this is (looked up by fingerprint), or None."""
-        page = await self.search_api_keys({"term": {"fingerprint": fingerprint(token)}}, size=1)
-        return page.hits[0] if page.hits else None
+        """The API key whose token this is, or None.
+
+        The server does not index fingerprints, so the search is narrowed by the expiry the
+        token itself carries and the fingerprints are compared here.
+        """
+        text = _args.token_text(token)
+        wanted = fingerprint(text)
+        async for key in self.iter_api_keys(_expiry_query(text)):
+            if key.fingerprint == wanted:
+                return key
+        return None
 
     async def check_token(self, token: str | Secret | None = None) -> TokenInfo:
         """Ask the server whether a token (by default the client's own) is valid."""
@@ -260,7 +271,12 @@ class AsyncAuthAPI:
     async def _delete(self, key_id: str, attempts: Attempts) -> None:
         try:
             await self._auth.call(
-                "DELETE", f"/api-keys/{key_id}", _ignore, replay_safe=True, attempts=attempts
+                "DELETE",
+                f"/api-keys/{key_id}",
+                _ignore,
+                params=_VISIBLE_NOW,
+                replay_safe=True,
+                attempts=attempts,
             )
         except NotFoundError:
             if not attempts.delivered:
@@ -381,6 +397,23 @@ def _new_key_id() -> str:
     128 random bits in hex: as unique as a uuid4 string, at a seventh of its cost.
     """
     return os.urandom(16).hex()
+
+
+def _expiry_query(token: str) -> dict[str, Any] | None:
+    """A query for the keys whose ``expiresAt`` fits the token's ``exp`` claim; None: all keys.
+
+    The server floors both ``iat`` and the lifetime to whole seconds for the JWT but keeps
+    milliseconds in ``expiresAt``, which therefore falls within 2 s after ``exp``.
+    """
+    claims = _jwt.claims(token)
+    if claims is None:
+        return None
+    exp = claims.get("exp")
+    if exp is None:
+        return {"term": {"expiresAt": -1}}
+    if isinstance(exp, bool) or not isinstance(exp, int):
+        return None
+    return {"range": {"expiresAt": {"gte": exp * 1000 - 1000, "lte": exp * 1000 + 3000}}}
 
 
 def _query_params(params: Mapping[str, str | int | float | bool] | None) -> dict[str, str] | None:

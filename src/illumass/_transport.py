@@ -84,7 +84,7 @@ class Transport:
         self._resume_at = 0.0
         self._closed = False
         self._bearer: Secret | None = None
-        self._bearer_headers: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})
+        self._bearer_headers: Mapping[str, str] = {}
 
     @property
     def base_url(self) -> str:
@@ -120,7 +120,7 @@ class Transport:
         if params:
             url = url.with_query(params)
         data = None if body is None else orjson.dumps(body)
-        headers = self._headers(token, data is not None)
+        headers = self._headers(token)
         attempts = attempts if attempts is not None else Attempts()
         retries = self.max_retries if max_retries is None else max_retries
         retry = 0
@@ -150,7 +150,7 @@ class Transport:
         url: URL,
         path: str,
         data: bytes | None,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str],
         parse: Callable[[Any], T],
         attempt: int,
     ) -> T:
@@ -222,15 +222,17 @@ class Transport:
         except InvalidResponseError as exc:
             raise _Retryable(exc, True) from None
 
-    def _headers(self, token: Secret | None, has_body: bool) -> Mapping[str, str] | None:
-        """Request headers; the bearer's are built once per token, not per request."""
+    def _headers(self, token: Secret | None) -> Mapping[str, str]:
+        """Request headers; the bearer's are built once per token, not per request.
+
+        Always JSON: aiohttp labels a bodiless POST ``application/octet-stream``, which Kuzzle refuses.
+        """
         if token is None:
-            return _JSON_HEADERS if has_body else None
+            return _JSON_HEADERS
         if token is not self._bearer:
-            value = "Bearer " + token.get_secret_value()
             self._bearer = token
-            self._bearer_headers = ({"Authorization": value}, {**_JSON_HEADERS, "Authorization": value})
-        return self._bearer_headers[has_body]
+            self._bearer_headers = {**_JSON_HEADERS, "Authorization": "Bearer " + token.get_secret_value()}
+        return self._bearer_headers
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:

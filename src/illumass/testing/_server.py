@@ -682,6 +682,7 @@ def _matches(key: StoredApiKey, query: Mapping[str, Any]) -> bool:
         "description": key.description,
         "fingerprint": key.fingerprint,
         "userId": key.user_id,
+        "expiresAt": key.expires_at,
     }
     for kind, clause in query.items():
         if not isinstance(clause, dict):
@@ -690,7 +691,15 @@ def _matches(key: StoredApiKey, query: Mapping[str, Any]) -> bool:
             value = fields.get(field)
             if isinstance(wanted, dict):
                 wanted = wanted.get("value", wanted.get("query"))
-            if kind == "term":
+            if kind == "range":
+                bounds = clause[field]
+                if not isinstance(value, int | float) or not isinstance(bounds, dict):
+                    return False
+                if "gte" in bounds and value < bounds["gte"]:
+                    return False
+                if "lte" in bounds and value > bounds["lte"]:
+                    return False
+            elif kind == "term":
                 if value != wanted:
                     return False
             elif kind == "match":
