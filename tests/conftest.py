@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from illumass import AsyncIllumass
-from illumass._transport import Backoff
 from illumass.testing import FakeIllumass
 
-FAST = Backoff(base=0.001, cap=0.004)
+FAST = {"retry_backoff": 0.001, "retry_backoff_max": 0.004}
+"""Constructor arguments for retries that wait milliseconds, not seconds."""
 
 
 @pytest.fixture
@@ -34,8 +34,7 @@ async def server() -> AsyncIterator[FakeIllumass]:
 @pytest.fixture
 async def client(server: FakeIllumass) -> AsyncIterator[AsyncIllumass]:
     """A client of `server` whose retries wait milliseconds, not seconds."""
-    async with AsyncIllumass(server.url, email=server.email, password=server.password) as c:
-        c._transport.backoff = FAST
+    async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as c:
         yield c
 
 

@@ -110,9 +110,8 @@ async def test_thousand_keys_under_faults(client: AsyncIllumass, server: FakeIll
 async def test_short_token_ttl_during_a_batch(server: FakeIllumass) -> None:
     server.latency = 0.02
     async with AsyncIllumass(
-        server.url, email=server.email, password=server.password, login_expires_in="2s"
+        server.url, email=server.email, password=server.password, login_expires_in="2s", **FAST
     ) as client:
-        client._transport.backoff = FAST
         with anyio.fail_after(30):
             started = anyio.current_time()
             results = await client.auth.create_api_keys([f"k{i}" for i in range(900)], concurrency=6)

@@ -126,9 +126,8 @@ async def test_failed_renewal_keeps_the_valid_token(
     server: FakeIllumass, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with AsyncIllumass(
-        server.url, email=server.email, password=server.password, login_expires_in="3s", max_retries=0
+        server.url, email=server.email, password=server.password, login_expires_in="3s", max_retries=0, **FAST
     ) as client:
-        client._transport.backoff = FAST
         await client.auth.search_api_keys()
         await anyio.sleep(1.6)
         server.faults.add("status", "login", status=503)

@@ -23,7 +23,8 @@ from illumass import (
     ServerError,
     ServiceUnavailableError,
 )
-from illumass._transport import Backoff, _retry_after
+from illumass._pushback import Backoff
+from illumass._transport import _retry_after
 from illumass.testing import FakeIllumass
 
 from .conftest import FAST
@@ -143,9 +144,8 @@ async def test_lost_response_is_not_replayed_for_unsafe_calls(
 
 async def test_timeout_per_attempt(server: FakeIllumass) -> None:
     async with AsyncIllumass(
-        server.url, email=server.email, password=server.password, timeout=0.2, max_retries=1
+        server.url, email=server.email, password=server.password, timeout=0.2, max_retries=1, **FAST
     ) as client:
-        client._transport.backoff = FAST
         await client.auth.search_api_keys()
         server.faults.add("delay", "searchApiKeys", delay=1.0, times=2)
         with pytest.raises(APITimeoutError, match=r"no response within 0\.2s"):
@@ -180,8 +180,7 @@ async def test_unreachable_server() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with AsyncIllumass(f"http://127.0.0.1:{port}/v4", email="a@b.c", password="p") as client:
-        client._transport.backoff = FAST
+    async with AsyncIllumass(f"http://127.0.0.1:{port}/v4", email="a@b.c", password="p", **FAST) as client:
         with pytest.raises(APIConnectionError) as info:
             await client.auth.login()
     assert not isinstance(info.value, APITimeoutError)

@@ -40,8 +40,7 @@ async def test_async_lifecycle_leaks_nothing(debug_log: pytest.LogCaptureFixture
     texts: list[str] = []
     seen_tokens: set[str] = set()
     async with FakeIllumass({"ops@example.com": PASSWORD}) as server:
-        async with AsyncIllumass(server.url, email="ops@example.com", password=PASSWORD) as client:
-            client._transport.backoff = FAST
+        async with AsyncIllumass(server.url, email="ops@example.com", password=PASSWORD, **FAST) as client:
             texts.append(repr(client))
             token = await client.auth.login()
             seen_tokens.add(token.jwt.get_secret_value())
@@ -102,7 +101,7 @@ def test_sync_lifecycle_leaks_nothing(debug_log: pytest.LogCaptureFixture) -> No
 
 def test_config_repr_hides_credentials() -> None:
     client = AsyncIllumass("https://api.illumass.com/v4", email="a@b.c", password=PASSWORD)
-    assert PASSWORD not in repr(client._transport.__dict__) + repr(client._auth.__dict__)
+    assert PASSWORD not in repr(client._pipeline.transport.__dict__) + repr(client._pipeline.auth.__dict__)
     assert PASSWORD not in repr(illumass.Secret(PASSWORD))
 
 

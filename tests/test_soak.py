@@ -13,7 +13,6 @@ import anyio
 import pytest
 
 from illumass import AsyncIllumass, IllumassError, ProvisionResult
-from illumass._transport import Backoff
 from illumass.testing import FakeIllumass
 
 pytestmark = [pytest.mark.anyio, pytest.mark.soak]
@@ -31,9 +30,10 @@ async def test_soak_under_faults(capsys: pytest.CaptureFixture[str]) -> None:
         faults.add("drop_after", "createApiKey", probability=0.03)
         faults.add("drop_before", "createApiKey", probability=0.02)
         async with AsyncIllumass(
-            server.url, email=server.email, password=server.password, login_expires_in="3s"
+            server.url, email=server.email, password=server.password, login_expires_in="3s",
+            retry_backoff=0.02,  # the invariants, not the waits
+            retry_backoff_max=0.2,
         ) as client:
-            client._transport.backoff = Backoff(base=0.02, cap=0.2)  # the invariants, not the waits
             results: list[ProvisionResult] = []
             forgotten = 0
             a_third = anyio.Event()

@@ -1,53 +1,111 @@
-"""Bulk provisioning: many API keys concurrently, each exactly once, none lost.
+"""Bulk provisioning: many API keys concurrently, each exactly once, usable, none lost.
 
-``concurrency`` worker tasks pull specs one at a time from the caller's (async) iterable, so at
-most ``concurrency`` specs are read ahead and at most that many creates are in flight. Workers run
-shielded: a create that has started always finishes, so its outcome is known. When the batch
-must stop (cancellation, the consumer leaving, a failing callback) the workers stop pulling,
-finish what they hold, and every key created but not delivered is revoked.
+``workers`` tasks pull specs one at a time from the caller's (async) iterable, so at most that many
+specs are read ahead and that many creates are in flight. Creates skip the server's refresh wait
+(``refresh=false``, which would cap throughput at about ``workers`` keys per second); instead a
+visibility barrier searches for the new keys until the index shows them, which is when the server
+starts accepting them, and the same search reveals keys of other processes that got the same
+token. Only then is a result delivered. Workers and the barrier run shielded: a create that has
+started always finishes, so when the batch must stop (cancellation, the consumer leaving, a failing
+callback) every key created but not delivered is revoked.
+
+Kuzzle 2.34+ verifies an API key among its user's first 10 keys only. The user's keys are counted
+before the batch; once a key lands past the 10th, it is checked (``_checkToken``) before delivery.
+If the server refuses it, that key and every later one is revoked and reported as
+ApiKeyRejectedError, with one warning that says what to do, and no further key is created.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import attrs
 
-from ._config import check_count
-from ._transport import Attempts
-from .errors import IllumassError, InvalidSpecError
-from .models import ApiKey, ApiKeySpec, ProvisionResult
+from . import _args, _jwt
+from ._keys import KeyMaker, key_millis, new_key_id
+from ._request import Trace
+from ._secret import Secret
+from .errors import ApiKeyRejectedError, IllumassError, InvalidSpecError
+from .models import ApiKey, ApiKeyPage, ApiKeySpec, DeleteResult, ProvisionResult, TokenInfo
 
-__all__ = ["Provisioner", "create_all", "stream"]
+__all__ = ["Batch", "create_all", "delete_all", "stream"]
 
 log: Final = logging.getLogger("illumass")
 
 SpecLike = str | ApiKeySpec
 Specs = Iterable[SpecLike] | AsyncIterable[SpecLike]
 _DONE: Final = object()
+_CAP: Final = 10  # keys per user that Kuzzle >= 2.34 verifies
+_POLL: Final = 0.2  # seconds between visibility searches
+_GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
+_MAX_PENDING: Final = 10_000  # keys awaiting visibility before workers wait
+_CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
+_WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
+_CAP_ADVICE: Final = (
+    "the server verifies only a user's first {cap} API keys (Kuzzle 2.34 and later) and never purges "
+    "expired ones, so this key would be refused; it was revoked. Prune expired keys "
+    "(prune_api_keys / `illumass api-keys prune`), delete unused ones, or ask the operator to "
+    "lift the cap"
+)
 
 
-@attrs.frozen
-class Provisioner:
-    """How to create one key (with its attempt record) and how to revoke one."""
+class Api(Protocol):
+    """The searches and checks a batch needs from the client."""
 
-    create: Callable[[ApiKeySpec, Attempts], Awaitable[ApiKey]]
-    revoke: Callable[[str], Awaitable[None]]
+    async def _search(self, query: Mapping[str, Any], start: int, size: int) -> ApiKeyPage: ...
+
+    async def check_token(self, token: str | Secret | None = None) -> TokenInfo: ...
 
 
-class _Batch:
-    """The shared state of one bulk run: the spec source, the stop flag, stranded keys."""
+@attrs.define(eq=False)
+class _Made:
+    """A key created but not yet delivered."""
 
-    def __init__(self, provisioner: Provisioner, specs: Specs) -> None:
-        self.provisioner = provisioner
+    index: int
+    spec: ApiKeySpec
+    key: ApiKey
+    trace: Trace
+    position: int  # among the user's keys, in creation order
+    since: float  # monotonic time of creation
+    millis: float
+    generated: bool
+
+
+class Batch:
+    """The shared state of one bulk run."""
+
+    def __init__(
+        self,
+        keys: KeyMaker,
+        api: Api,
+        specs: Specs,
+        *,
+        default_millis: float,
+        workers: int,
+        max_retries: int,
+    ) -> None:
+        self.keys = keys
+        self.api = api
+        self.workers = workers
+        self.max_retries = max_retries
+        self.default_millis = default_millis
         self.stopping = False
         self.failure: BaseException | None = None
         self.stranded: list[ApiKey] = []  # created, never delivered: revoked at the end
+        self.deliver: Callable[[ProvisionResult], Awaitable[None]] | None = None
+        self._pending: dict[str, _Made] = {}
+        self._room = anyio.Event()
+        self._arrived = anyio.Event()
+        self._workers_left = workers
+        self._existing = 0
+        self._created = 0
+        self._accepted: bool | None = None  # does the server accept keys past the cap?
         self._next_index = 0
         if isinstance(specs, AsyncIterable):
             self._aiter: AsyncIterator[SpecLike] | None = aiter(specs)
@@ -56,7 +114,43 @@ class _Batch:
             self._aiter = None
             self._iter = iter(specs)
 
-    async def pull(self) -> tuple[int, object] | None:
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Workers and the barrier, shielded; an outside cancellation only stops the pulls."""
+        finished = False
+
+        async def on_cancel() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self.stopping |= not finished
+
+        async with anyio.create_task_group() as watcher:
+            watcher.start_soon(on_cancel)
+            with anyio.CancelScope(shield=True):
+                try:
+                    self._existing = len((await self.api._search({}, 0, _CAP)).hits)
+                except IllumassError as exc:
+                    self.fail(exc)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._barrier, tg)
+                    for _ in range(self.workers):
+                        tg.start_soon(self._worker)
+                self.stranded.extend(made.key for made in self._pending.values())
+                self._pending.clear()
+                await self.revoke_stranded()
+            finished = True
+            watcher.cancel_scope.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.stopping = True
+
+    async def _pull(self) -> tuple[int, object] | None:
         """The next (index, spec), or None when the input is exhausted or the batch is stopping."""
         if self.stopping:
             return None
@@ -75,39 +169,187 @@ class _Batch:
         self._next_index += 1
         return index, item
 
-    def fail(self, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = exc
-        self.stopping = True
+    async def _worker(self) -> None:
+        try:
+            while (pulled := await self._pull()) is not None:
+                while len(self._pending) >= _MAX_PENDING and not self.stopping:
+                    self._room = anyio.Event()
+                    await self._room.wait()
+                made = await self._make(*pulled)
+                if made is not None:
+                    self._pending[made.key.id] = made
+                    self._arrived.set()
+        finally:
+            self._workers_left -= 1
+            self._arrived.set()
 
-    async def run(self, workers: int, worker: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``workers`` copies of ``worker`` shielded; an outside cancellation stops the pulls."""
+    async def _make(self, index: int, item: object) -> _Made | None:
+        """Create the key of one spec; deliver its failure at once."""
+        if isinstance(item, str):
+            spec = ApiKeySpec(item)
+        elif isinstance(item, ApiKeySpec):
+            spec = item
+        else:
+            error = InvalidSpecError(f"spec must be a str or ApiKeySpec, not {type(item).__name__}")
+            await self._deliver(ProvisionResult(index, ApiKeySpec(repr(item)[:100]), None, error, 0))
+            return None
+        try:
+            millis = self.default_millis if spec.expires_in is None else key_millis(spec.expires_in)
+            description = _args.description(spec.description)
+            key_id = new_key_id() if spec.key_id is None else _args.key_id(spec.key_id)
+        except (ValueError, TypeError) as exc:
+            await self._deliver(ProvisionResult(index, spec, None, InvalidSpecError(str(exc)), 0))
+            return None
+        if self._accepted is False:
+            await self._deliver(ProvisionResult(index, spec, None, _rejected(), 0))
+            return None
+        trace = Trace(retries_left=self.max_retries)
+        try:
+            key = await self.keys.create(
+                description, millis, key_id, generated=spec.key_id is None, refresh=False, trace=trace
+            )
+        except IllumassError as exc:
+            await self._deliver(ProvisionResult(index, spec, None, exc, trace.attempts))
+            return None
+        position = self._existing + self._created
+        self._created += 1
+        return _Made(index, spec, key, trace, position, time.monotonic(), millis, spec.key_id is None)
 
-        finished = False
+    # -- the visibility barrier ----------------------------------------------------------------
 
-        async def on_cancel() -> None:
+    async def _barrier(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            if not self._pending:
+                if self._workers_left == 0 or self.stopping:
+                    return
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+                continue
+            await anyio.sleep(_POLL)
+            if self.stopping:
+                return
+            batch = list(self._pending.values())
             try:
-                await anyio.sleep_forever()
-            finally:
-                self.stopping |= not finished
+                hits = await self._search_expiries(batch)
+            except IllumassError as exc:
+                log.warning("could not confirm new API keys (%s); retrying", exc)
+                continue
+            by_fingerprint: dict[str, list[str]] = {}
+            for hit in hits:
+                by_fingerprint.setdefault(hit.fingerprint, []).append(hit.id)
+            visible = {hit.id for hit in hits}
+            now = time.monotonic()
+            for made in batch:
+                if made.key.id in visible:
+                    twins = [i for i in by_fingerprint[made.key.fingerprint] if i != made.key.id]
+                    if not all(self._yields_to(made, i) for i in twins):
+                        del self._pending[made.key.id]
+                        tg.start_soon(self._replace, made)
+                        continue
+                elif now - made.since < _GIVE_UP:
+                    continue
+                await self._settle(made, visible=made.key.id in visible)
+            self._room.set()
 
-        async with anyio.create_task_group() as watcher:
-            watcher.start_soon(on_cancel)
-            with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as tg:
-                    for _ in range(workers):
-                        tg.start_soon(worker)
-                await self.revoke_stranded()
-            finished = True
-            watcher.cancel_scope.cancel()
-        if self.failure is not None:
-            raise self.failure
+    def _yields_to(self, made: _Made, twin_id: str) -> bool:
+        """True when the twin is a later key of this batch, which will be replaced instead."""
+        other = self._pending.get(twin_id)
+        return other is not None and other.index > made.index
+
+    async def _settle(self, made: _Made, *, visible: bool) -> None:
+        """Deliver a key once the server is known to accept it; revoke it if it does not."""
+        past_cap = made.position >= _CAP
+        if past_cap and self._accepted is False:
+            del self._pending[made.key.id]
+            await self._refuse(made, _rejected())
+            return
+        if not visible or (past_cap and self._accepted is None):
+            assert made.key.token is not None
+            try:
+                info = await self.api.check_token(made.key.token)
+            except IllumassError as exc:
+                log.warning("could not check new API key %s (%s); retrying", made.key.id, exc)
+                return
+            if past_cap and self._accepted is None:
+                self._accepted = info.valid
+                if not info.valid:
+                    log.warning("API keys refused: %s", _CAP_ADVICE.format(cap=_CAP))
+            if not info.valid:
+                del self._pending[made.key.id]
+                error = (
+                    _rejected()
+                    if past_cap
+                    else ApiKeyRejectedError(
+                        f"the server does not accept the new key ({info.state or 'invalid'}); it was revoked"
+                    )
+                )
+                await self._refuse(made, error)
+                return
+        del self._pending[made.key.id]
+        await self._deliver(ProvisionResult(made.index, made.spec, made.key, None, made.trace.attempts))
+
+    async def _refuse(self, made: _Made, error: ApiKeyRejectedError) -> None:
+        await self.keys.discard(made.key.id)
+        await self._deliver(ProvisionResult(made.index, made.spec, None, error, made.trace.attempts))
+
+    async def _replace(self, made: _Made) -> None:
+        """Revoke a key whose token another key has, and create it again under the same id."""
+        log.info("API key %s shares its token with another key; creating it again", made.key.id)
+        trace = made.trace
+        try:
+            if not trace.spend():
+                raise IllumassError(
+                    "the server issued a token another key already has, and the retry budget ran out"
+                )
+            await self.keys.delete(made.key.id, trace, ours=True)
+            self.keys.lifetimes.forget(made.key)
+            key = await self.keys.create(
+                made.key.description,
+                made.millis,
+                made.key.id,
+                generated=made.generated,
+                refresh=False,
+                trace=trace,
+            )
+        except IllumassError as exc:
+            await self.keys.discard(made.key.id)
+            await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
+            return
+        self._pending[key.id] = attrs.evolve(made, key=key, since=time.monotonic())
+        self._arrived.set()
+
+    async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:
+        """The keys whose ``expiresAt`` matches the token expiry of a key in ``batch``: the keys
+        themselves, once visible, and any key that shares one of their tokens."""
+        expiries = {_exp(made.key) for made in batch}
+        ranges: list[dict[str, Any]] = [{"term": {"expiresAt": -1}}] if None in expiries else []
+        for second in sorted(e for e in expiries if e is not None):
+            low, high = second * 1000, second * 1000 + 2000  # expiresAt is within 2 s after exp
+            last = ranges[-1].get("range", {}).get("expiresAt") if ranges else None
+            if last is not None and low <= last["lte"]:
+                last["lte"] = high
+            else:
+                ranges.append({"range": {"expiresAt": {"gte": low, "lte": high}}})
+        hits: list[ApiKey] = []
+        for start in range(0, len(ranges), _CLAUSES):
+            query = {"bool": {"should": ranges[start : start + _CLAUSES], "minimum_should_match": 1}}
+            hits.extend((await self.api._search(query, 0, _WINDOW)).hits)
+        return hits
+
+    # -- delivery and clean-up -----------------------------------------------------------------
+
+    async def _deliver(self, result: ProvisionResult) -> None:
+        assert self.deliver is not None
+        if self.stopping and result.api_key is not None:
+            self.stranded.append(result.api_key)
+            return
+        await self.deliver(result)
 
     async def revoke_stranded(self) -> None:
         failed: list[str] = []
         for key in self.stranded:
             try:
-                await self.provisioner.revoke(key.id)
+                await self.keys.delete(key.id, Trace(), ours=True)
             except IllumassError as exc:
                 log.warning("could not revoke undelivered API key %s: %s", key.id, exc)
                 failed.append(key.id)
@@ -122,39 +364,33 @@ class _Batch:
 
 
 async def create_all(
-    provisioner: Provisioner,
-    specs: Specs,
-    concurrency: int,
-    on_result: Callable[[ProvisionResult], Awaitable[None] | None] | None,
+    batch: Batch, on_result: Callable[[ProvisionResult], Awaitable[None] | None] | None
 ) -> list[ProvisionResult]:
     """Run every spec; return the results in input order.
 
     If the call is cancelled or ``on_result`` raises, the keys not yet handed to ``on_result``
     (all of them, without a callback) are revoked before the exception propagates.
     """
-    workers = check_count("concurrency", concurrency, minimum=1)
-    _check_specs(specs)
-    batch = _Batch(provisioner, specs)
     results: list[ProvisionResult | None] = []
 
-    async def worker() -> None:
-        while (pulled := await batch.pull()) is not None:
-            index, item = pulled
-            if index >= len(results):
-                results.extend([None] * (index + 1 - len(results)))
-            result = results[index] = await _run_one(provisioner, index, item)
-            try:
-                if on_result is not None:
-                    outcome = on_result(result)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-            except Exception as exc:
-                batch.fail(exc)
-                if result.api_key is not None:
-                    batch.stranded.append(result.api_key)
+    async def deliver(result: ProvisionResult) -> None:
+        if result.index >= len(results):
+            results.extend([None] * (result.index + 1 - len(results)))
+        results[result.index] = result
+        if on_result is None:
+            return
+        try:
+            outcome = on_result(result)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:
+            batch.fail(exc)
+            if result.api_key is not None:
+                batch.stranded.append(result.api_key)
 
+    batch.deliver = deliver
     try:
-        await batch.run(workers, worker)
+        await batch.run()
         if batch.stopping:
             await anyio.lowlevel.checkpoint()  # stopped by a cancellation: let it raise here
     except BaseException:
@@ -166,41 +402,32 @@ async def create_all(
     return [r for r in results if r is not None]
 
 
-def stream(
-    provisioner: Provisioner, specs: Specs, concurrency: int
-) -> AbstractAsyncContextManager[AsyncIterator[ProvisionResult]]:
+def stream(batch: Batch) -> AbstractAsyncContextManager[AsyncIterator[ProvisionResult]]:
     """A context manager yielding results in completion order; see ``AsyncAuthAPI.provision``."""
-    workers = check_count("concurrency", concurrency, minimum=1)
-    _check_specs(specs)
-    return _stream(_Batch(provisioner, specs), workers)
+    return _stream(batch)
 
 
 @asynccontextmanager
-async def _stream(batch: _Batch, workers: int) -> AsyncIterator[AsyncIterator[ProvisionResult]]:
-    send, receive = anyio.create_memory_object_stream[ProvisionResult](workers)
-    running = workers
+async def _stream(batch: Batch) -> AsyncIterator[AsyncIterator[ProvisionResult]]:
+    send, receive = anyio.create_memory_object_stream[ProvisionResult](batch.workers)
 
-    async def worker() -> None:
-        nonlocal running
+    async def deliver(result: ProvisionResult) -> None:
         try:
-            while (pulled := await batch.pull()) is not None:
-                result = await _run_one(batch.provisioner, *pulled)
-                try:
-                    await send.send(result)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    batch.stopping = True  # the consumer left
-                    if result.api_key is not None:
-                        batch.stranded.append(result.api_key)
-        finally:
-            running -= 1
-            if running == 0:
-                send.close()  # ends the consumer's loop
+            await send.send(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            batch.stopping = True  # the consumer left
+            if result.api_key is not None:
+                batch.stranded.append(result.api_key)
+
+    batch.deliver = deliver
 
     async def produce() -> None:
         try:
-            await batch.run(workers, worker)
+            await batch.run()
         except Exception as exc:  # reported after the block, not as a task-group failure
             batch.fail(exc)
+        finally:
+            send.close()  # ends the consumer's loop
 
     error: BaseException | None = None
     async with anyio.create_task_group() as tg:
@@ -227,24 +454,31 @@ async def _stream(batch: _Batch, workers: int) -> AsyncIterator[AsyncIterator[Pr
         raise batch.failure
 
 
-async def _run_one(provisioner: Provisioner, index: int, item: object) -> ProvisionResult:
-    attempts = Attempts()
-    if isinstance(item, str):
-        spec = ApiKeySpec(item)
-    elif isinstance(item, ApiKeySpec):
-        spec = item
-    else:
-        error = InvalidSpecError(f"spec must be a str or ApiKeySpec, not {type(item).__name__}")
-        return ProvisionResult(index, ApiKeySpec(repr(item)[:100]), None, error, 0)
-    try:
-        key = await provisioner.create(spec, attempts)
-    except (ValueError, TypeError) as exc:
-        return ProvisionResult(index, spec, None, InvalidSpecError(str(exc)), attempts.count)
-    except IllumassError as exc:
-        return ProvisionResult(index, spec, None, exc, attempts.count)
-    return ProvisionResult(index, spec, key, None, attempts.count)
+async def delete_all(keys: KeyMaker, key_ids: list[str], workers: int) -> list[DeleteResult]:
+    """Revoke every id with ``workers`` concurrent deletes; results in input order."""
+    results: list[DeleteResult | None] = [None] * len(key_ids)
+    queue = iter(enumerate(key_ids))
+
+    async def worker() -> None:
+        for index, key_id in queue:
+            try:
+                await keys.delete(key_id, Trace())
+            except IllumassError as exc:
+                results[index] = DeleteResult(key_id, exc)
+            else:
+                results[index] = DeleteResult(key_id)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(workers, len(key_ids))):
+            tg.start_soon(worker)
+    return [r for r in results if r is not None]
 
 
-def _check_specs(specs: object) -> None:
-    if isinstance(specs, str | bytes) or not isinstance(specs, Iterable | AsyncIterable):
-        raise TypeError("specs must be an iterable (or async iterable) of str or ApiKeySpec")
+def _rejected() -> ApiKeyRejectedError:
+    return ApiKeyRejectedError(_CAP_ADVICE.format(cap=_CAP))
+
+
+def _exp(key: ApiKey) -> int | None:
+    assert key.token is not None
+    exp = (_jwt.claims(key.token.get_secret_value()) or {}).get("exp")
+    return exp if isinstance(exp, int) and not isinstance(exp, bool) else None

@@ -9,6 +9,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "ApiKeyRejectedError",
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
@@ -45,6 +46,15 @@ class InvalidResponseError(IllumassError):
 
 class InvalidSpecError(IllumassError, ValueError):
     """A bulk spec was invalid (bad description, duration or id); that item was not sent."""
+
+
+class ApiKeyRejectedError(IllumassError):
+    """The server does not accept a key it has just created; the SDK revoked it.
+
+    Kuzzle 2.34 and later verify an API key among the first 10 keys of its user only, and never
+    purge expired keys, which keep their places: prune them (``prune_api_keys``,
+    ``illumass api-keys prune``) or delete unused keys.
+    """
 
 
 class LoginRequiredError(IllumassError):

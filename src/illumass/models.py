@@ -10,7 +10,7 @@ from ._duration import ExpiresIn
 from ._secret import Secret
 from .errors import IllumassError
 
-__all__ = ["ApiKey", "ApiKeyPage", "ApiKeySpec", "AuthToken", "ProvisionResult", "TokenInfo"]
+__all__ = ["ApiKey", "ApiKeyPage", "ApiKeySpec", "AuthToken", "DeleteResult", "ProvisionResult", "TokenInfo"]
 
 
 @attrs.frozen
@@ -83,4 +83,17 @@ class ProvisionResult:
     @property
     def ok(self) -> bool:
         """True when the key was created and its token is in ``api_key.token``."""
+        return self.error is None
+
+
+@attrs.frozen
+class DeleteResult:
+    """The outcome of revoking one key in ``delete_api_keys`` or ``prune_api_keys``."""
+
+    key_id: str
+    error: IllumassError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the key is revoked."""
         return self.error is None

@@ -1,0 +1,284 @@
+"""Exactly-once API keys: one key per call, its token in hand and shared with no other key.
+
+Used by single and bulk creates alike.
+
+- **Ids.** Every create carries an id chosen before its first attempt, so a retry cannot make a
+  second key. A retry that meets ``document_already_exists`` means an earlier attempt acted and
+  its response (with the token) was lost: the key is revoked and created again under the same id,
+  but only when this call owns the id: one it generated and an attempt that may have reached the
+  server, or one the server confirmed (a 2xx that could not be read). A caller's id that was
+  already taken is left alone: a 502 or a dropped connection proves nothing about who made it.
+- **Unique tokens.** Kuzzle's API-key JWT holds only the user, ``iat`` (whole seconds) and ``exp``:
+  keys of one user created in the same second with the same lifetime get the same token. Keys in
+  flight together, or issued in the same second, get distinct whole-second lifetimes here (never
+  longer than asked: see :class:`Lifetimes`), and a token equal to one this client delivered is
+  revoked and created again.
+- **Nothing stranded.** A key that was made but cannot be delivered is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from . import _jwt
+from ._duration import ExpiresIn, expires_in_param, parse_ms
+from ._pipeline import Pipeline
+from ._request import Request, Trace
+from ._wire import structure
+from .errors import ConflictError, IllumassError, InvalidResponseError, NotFoundError
+from .models import ApiKey
+
+__all__ = ["NEVER", "KeyMaker", "Lifetimes", "key_millis", "new_key_id"]
+
+log: Final = logging.getLogger("illumass")
+
+NEVER: Final = -1.0
+DEFAULT_EXPIRES_IN: Final = "1h"
+"""Illumass documents a 1 h default; it is sent explicitly because stock Kuzzle defaults to never."""
+_SHIFT_SHARE: Final = 10  # a lifetime is shortened by at most a tenth...
+_SHIFT_MIN: Final = 60  # ...or a minute, whichever is more (but never below one second)
+_SECONDS_KEPT: Final = 3  # issued tokens remembered per server second, for the last few seconds
+
+
+def key_millis(expires_in: ExpiresIn | None) -> float:
+    """Milliseconds an API key should live (NEVER: -1), checked as the server would parse them."""
+    millis = parse_ms(
+        expires_in_param(DEFAULT_EXPIRES_IN if expires_in is None else expires_in, allow_never=True)
+    )
+    assert millis is not None  # expires_in_param checked it
+    return millis
+
+
+def new_key_id() -> str:
+    """An id for a create, chosen before its first attempt: what makes retrying it safe.
+
+    128 random bits in hex: as unique as a uuid4 string, at a seventh of its cost.
+    """
+    return os.urandom(16).hex()
+
+
+class Lifetimes:
+    """Whole-second lifetimes that keep this client's API-key tokens distinct.
+
+    Two tokens are equal exactly when their user, ``iat`` and ``exp`` are. Keys in flight together
+    get distinct lifetimes whatever second the server stamps them with; a key issued in the
+    server's latest known second reserves its lifetime for that second. So a key may be shortened
+    by as many seconds as keys are in flight plus created in the same second, and never by more
+    than ``max(lifetime / 10, 60 s)``; past that bound the token is checked and, if it is a twin,
+    created again. Keys that never expire cannot be varied: their twins are always re-created.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[int, int] = {}
+        self._second = 0  # the latest ``iat`` seen
+        self._used: set[int] = set()  # lifetimes of keys issued in that second
+        self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
+
+    def reserve(self, millis: float) -> tuple[int, float]:
+        """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``."""
+        if millis == NEVER:
+            return -1, NEVER
+        seconds = int(millis // 1000)
+        shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
+        for shift in range(shift_max + 1):
+            candidate = seconds - shift
+            if candidate not in self._in_flight and candidate not in self._used:
+                break
+        else:
+            candidate, shift = seconds, 0
+        self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
+        return candidate, millis - shift * 1000
+
+    def release(self, seconds: int, key: ApiKey | None) -> bool:
+        """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
+        count = self._in_flight.pop(seconds, 0) - 1
+        if count > 0:
+            self._in_flight[seconds] = count
+        if key is None or key.token is None:
+            return False
+        claims = _jwt.claims(key.token.get_secret_value()) or {}
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or isinstance(iat, bool):
+            return False
+        if iat > self._second:
+            self._second = iat
+            self._used = set()
+            for old in [s for s in self._issued if s <= iat - _SECONDS_KEPT]:
+                del self._issued[old]
+        if iat == self._second and isinstance(exp, int):
+            self._used.add(exp - iat)
+        issued = self._issued.setdefault(iat, {})
+        other = issued.setdefault(key.fingerprint, key.id)
+        return other != key.id
+
+    def forget(self, key: ApiKey) -> None:
+        """A delivered key was revoked: its token may be issued again without harm."""
+        for issued in self._issued.values():
+            if issued.get(key.fingerprint) == key.id:
+                del issued[key.fingerprint]
+
+
+class KeyMaker:
+    """Creates and revokes API keys through the request loop, exactly once."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self.lifetimes = Lifetimes()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def create(
+        self,
+        description: str,
+        millis: float,
+        key_id: str,
+        *,
+        generated: bool,
+        refresh: bool = True,
+        trace: Trace,
+    ) -> ApiKey:
+        """One key with a token no other key of this client has; see the module's docstring.
+
+        ``trace.retries_left`` is the budget shared by every request this takes: each request after
+        the first costs one unit, so at most ``budget + 1`` create and delete requests are sent
+        (plus, if the key cannot be delivered, the deletes that revoke it, plus logins).
+        """
+        body = orjson.dumps({"description": description})
+        while True:
+            seconds, asked = self.lifetimes.reserve(millis)
+            key: ApiKey | None = None
+            try:
+                key = await self._create_once(body, asked, key_id, generated, refresh, trace)
+            finally:
+                twin = self.lifetimes.release(seconds, key)
+            assert key is not None
+            if not twin:
+                return key
+            log.info("API key %s got a token another key already has; creating it again", key_id)
+            if not trace.spend():
+                await self.discard(key.id)
+                raise IllumassError(
+                    f"API key {key_id}: the server issued a token another key already has, and the "
+                    "retry budget ran out before a distinct one was made; nothing was kept"
+                )
+            await self.delete(key.id, trace, ours=True)
+            if not trace.spend():
+                raise IllumassError(f"API key {key_id}: retry budget exhausted while replacing a twin token")
+
+    async def _create_once(
+        self, body: bytes, millis: float, key_id: str, generated: bool, refresh: bool, trace: Trace
+    ) -> ApiKey:
+        params = {"expiresIn": _wire_ms(millis), "_id": key_id}
+        if not refresh:
+            params["refresh"] = "false"
+        request = Request(
+            "POST", "/api-keys/_create", params, body, replay_safe=True, retry_server_errors=True
+        )
+        while True:
+            trace.maybe_reached = trace.proven = False
+            try:
+                result = await self._pipeline.call(request, trace)
+            except ConflictError as exc:
+                if not (trace.proven or (generated and trace.maybe_reached)):
+                    raise _not_ours(exc, key_id, trace) from None
+                log.info("API key %s was created by a lost attempt; revoking it to create it again", key_id)
+                if not trace.spend():
+                    await self.discard(key_id)
+                    raise IllumassError(
+                        f"could not create API key {key_id}: its responses were lost until the "
+                        "retry budget ran out; nothing was kept"
+                    ) from None
+                await self.delete(key_id, trace, ours=True)
+                if not trace.spend():
+                    raise IllumassError(
+                        f"could not create API key {key_id}: retry budget exhausted"
+                    ) from None
+                continue
+            except IllumassError:
+                if trace.proven or (generated and trace.maybe_reached):
+                    await self.discard(key_id)
+                raise
+            try:
+                return _created_key(result)
+            except InvalidResponseError:
+                await self.discard(key_id)  # the server made it (a 2xx), but we cannot hand it over
+                raise
+
+    async def delete(self, key_id: str, trace: Trace, *, ours: bool = False) -> None:
+        """Revoke a key, visible to searches at once. NotFoundError only if it surely did not exist."""
+        trace.maybe_reached = False
+        request = Request("DELETE", f"/api-keys/{key_id}", _VISIBLE_NOW, replay_safe=True)
+        try:
+            await self._pipeline.call(request, trace)
+        except NotFoundError:
+            if not (ours or trace.maybe_reached):
+                raise  # otherwise an earlier attempt deleted it and its response was lost
+
+    async def discard(self, key_id: str) -> None:
+        """Best effort: revoke a key of ours that was (or may have been) made but is not delivered."""
+        try:
+            await self.delete(key_id, Trace(), ours=True)
+        except IllumassError as exc:
+            log.warning("API key %s may exist without its token; delete it (%s)", key_id, exc)
+
+    async def create_shielded(
+        self, description: str, millis: float, key_id: str, *, generated: bool, trace: Trace
+    ) -> ApiKey:
+        """``create``, safe to cancel: the create finishes in the background and its key is revoked."""
+        task = asyncio.ensure_future(
+            self.create(description, millis, key_id, generated=generated, trace=trace)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._track(task)
+            task.add_done_callback(self._revoke_result)
+            raise
+
+    def _revoke_result(self, task: asyncio.Task[ApiKey]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._track(asyncio.ensure_future(self.discard(task.result().id)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for creates abandoned by cancelled callers and the revocations that follow them."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+_VISIBLE_NOW: Final[Mapping[str, str]] = {"refresh": "wait_for"}
+"""Deletes are not refreshed by default: a revoked key would stay listed for about a second."""
+
+
+def _wire_ms(millis: float) -> str:
+    return "-1" if millis == NEVER else str(math.floor(millis))
+
+
+def _created_key(result: Any) -> ApiKey:
+    key = structure(result, ApiKey)
+    if key.token is None:
+        raise InvalidResponseError("the created API key came without its token")
+    return key
+
+
+def _not_ours(exc: ConflictError, key_id: str, trace: Trace) -> ConflictError:
+    if not trace.maybe_reached:
+        return exc
+    message = (
+        f"API key id {key_id!r} exists; an attempt of this call may have created it before its "
+        "response was lost, or it existed before: it was left untouched (its token, if it is "
+        "ours, is lost; delete it if you did not make it)"
+    )
+    return ConflictError(
+        message, status=exc.status, error_id=exc.error_id, code=exc.code, request_id=exc.request_id
+    )
