@@ -1,16 +1,27 @@
-"""Reading JWT claims without verifying them: just enough to learn ``exp`` and ``_id``."""
+"""Reading JWT claims without verifying them: just enough to learn ``exp``, ``iat`` and ``_id``."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-__all__ = ["claims", "strip_prefix"]
+__all__ = ["TokenClaims", "claims", "strip_prefix", "token_claims"]
 
 _PREFIXES = ("kauth-", "kapikey-")
+
+
+class TokenClaims(NamedTuple):
+    """Who a Kuzzle token is for and when it was issued, as its (unverified) payload says."""
+
+    user_id: str
+    """The ``_id`` claim: the user's kuid."""
+    iat: int
+    """Issued at, in whole seconds since the epoch."""
+    exp: int | None
+    """Expiry in whole seconds since the epoch; None when the token never expires."""
 
 
 def strip_prefix(token: str) -> str:
@@ -23,6 +34,8 @@ def strip_prefix(token: str) -> str:
 
 def claims(token: str) -> dict[str, Any] | None:
     """The payload of ``token`` as a dict, or None when it is not a readable JWT."""
+    if not isinstance(token, str):
+        return None
     parts = strip_prefix(token).split(".")
     if len(parts) != 3:
         return None
@@ -30,6 +43,24 @@ def claims(token: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         value = orjson.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
         return None
     return value if isinstance(value, dict) else None
+
+
+def token_claims(token: str) -> TokenClaims | None:
+    """``(user_id, iat, exp)`` of a Kuzzle token, prefix or not, without verifying it.
+
+    Kuzzle's tokens are ``HS256({_id, iat[, exp]})`` with nothing random in them: two API keys with
+    equal claims hold the same token. None for anything else (garbage, a JWT without a string
+    ``_id`` and an integer ``iat``, a non-integer ``exp``); it never raises.
+    """
+    payload = claims(token)
+    if payload is None:
+        return None
+    user_id, iat, exp = payload.get("_id"), payload.get("iat"), payload.get("exp")
+    if not isinstance(user_id, str) or not user_id or not isinstance(iat, int) or isinstance(iat, bool):
+        return None
+    if exp is not None and (not isinstance(exp, int) or isinstance(exp, bool)):
+        return None
+    return TokenClaims(user_id, iat, exp)
