@@ -201,6 +201,17 @@ def test_close_during_provision_revokes_what_was_not_delivered(threaded_server: 
     assert threaded_server.stats.requests["createApiKey"] > len(received)  # some were revoked
 
 
+def test_close_inside_a_provision_block(threaded_server: FakeIllumass) -> None:
+    client = new_client(threaded_server)
+    with client.auth.provision((f"key {i}" for i in range(200)), concurrency=4) as results:
+        first = next(results)
+        client.close()
+        with pytest.raises(IllumassError, match="closed"):
+            next(results)
+    assert first.api_key is not None and list(threaded_server.api_keys) == [first.api_key.id]
+    assert threaded_server.stats.requests["createApiKey"] > 1  # the others were revoked
+
+
 def test_close_from_a_callback_is_a_clear_error_and_leaks_nothing(threaded_server: FakeIllumass) -> None:
     before = threading.active_count()
     client = new_client(threaded_server)

@@ -306,7 +306,9 @@ class AuthAPI:
             # The stream stops and revokes what it did not deliver however the block ends, so it is
             # not told how: the caller's own exception (Ctrl-C too) is not thrown into the loop,
             # where a BaseException would end the loop thread. It propagates from here as it is.
-            client._through_portal(blocking.__exit__, None, None, None)
+            # After a close there is nothing to do: the close ended the stream and its revocations.
+            if not client._closed:
+                client._through_portal(blocking.__exit__, None, None, None)
 
 
 class _LoopThread:
