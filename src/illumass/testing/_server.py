@@ -196,6 +196,8 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         self._emails = {kuid: email for email, kuid in self._kuids.items()}
         self._runner: web.AppRunner | None = None
         self._portal_cm: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refresh_waiters: set[asyncio.Future[None]] = set()
 
     @property
     def api_keys(self) -> dict[str, StoredApiKey]:
@@ -232,6 +234,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
 
     async def start(self) -> None:
         """Start serving on the running event loop."""
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=self.max_request_size)
         for method, path, action in _ROUTES:
             app.router.add_route(method, "/v4" + path, self._endpoint(action))
@@ -299,8 +302,25 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         self.sessions = {t: s for t, s in self.sessions.items() if s.api_key_id is not None}
 
     def refresh(self) -> None:
-        """Refresh the index now: every create and delete so far becomes visible to searches."""
+        """Refresh the index now (from any thread): every create and delete so far becomes
+        visible to searches, and requests waiting for a refresh (``refresh=wait_for``) answer."""
         self.index.refresh()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._wake_refresh_waiters()
+        else:
+            loop.call_soon_threadsafe(self._wake_refresh_waiters)
+
+    def _wake_refresh_waiters(self) -> None:
+        for waiter in self._refresh_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def keys_of(self, email: str | None = None) -> list[StoredApiKey]:
         """The stored API keys of a user (the first user by default), in creation order."""
@@ -539,9 +559,17 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         return session
 
     async def _wait_for_refresh(self, tick: float) -> None:
+        """Return at the refresh tick ``tick``, or earlier if :meth:`refresh` runs first."""
         delay = tick - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay <= 0:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._refresh_waiters.add(waiter)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter, delay)
+        finally:
+            self._refresh_waiters.discard(waiter)
 
     # -- actions -------------------------------------------------------------------------------
 
