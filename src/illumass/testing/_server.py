@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import orjson
@@ -37,6 +37,8 @@ from ._store import ApiKeyIndex, StoredApiKey
 from ._tokens import TokenSigner
 
 __all__ = ["DEFAULT_USERS", "FakeIllumass", "KuzzleError", "SeenRequest", "Stats", "StoredApiKey"]
+
+T = TypeVar("T")
 
 DEFAULT_USERS: Mapping[str, str] = {"demo@illumass.test": "demo-password"}
 _MAX_REQUEST_SIZE = 1024 * 1024  # Kuzzle's server.maxRequestSize "1MB"
@@ -302,20 +304,28 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         self.sessions = {t: s for t, s in self.sessions.items() if s.api_key_id is not None}
 
     def refresh(self) -> None:
-        """Refresh the index now (from any thread): every create and delete so far becomes
-        visible to searches, and requests waiting for a refresh (``refresh=wait_for``) answer."""
+        """Refresh the index now: every create and delete so far becomes visible to searches,
+        and requests waiting for a refresh (``refresh=wait_for``) answer. Safe from any thread."""
+        self._on_server_loop(self._refresh_now)
+
+    def _refresh_now(self) -> None:
         self.index.refresh()
+        self._wake_refresh_waiters()
+
+    def _on_server_loop(self, action: Callable[[], T]) -> T:
+        """Run ``action`` on the server's loop (the state belongs to it) and return its result."""
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
         try:
-            same_loop = asyncio.get_running_loop() is loop
+            here = asyncio.get_running_loop()
         except RuntimeError:
-            same_loop = False
-        if same_loop:
-            self._wake_refresh_waiters()
-        else:
-            loop.call_soon_threadsafe(self._wake_refresh_waiters)
+            here = None
+        if loop is None or here is loop or not loop.is_running():
+            return action()
+
+        async def run() -> T:
+            return action()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result()
 
     def _wake_refresh_waiters(self) -> None:
         for waiter in self._refresh_waiters:
@@ -333,11 +343,15 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
 
     def accepts(self, token: str) -> bool:
         """Would this server accept ``token`` as a bearer right now? (No request is counted.)"""
-        try:
-            self._authenticate(token)
-        except KuzzleError:
-            return False
-        return True
+
+        def check() -> bool:
+            try:
+                self._authenticate(token)
+            except KuzzleError:
+                return False
+            return True
+
+        return self._on_server_loop(check)
 
     # -- request plumbing ------------------------------------------------------------------------
 
