@@ -126,7 +126,8 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         host, port: where to listen (port 0 picks a free one).
         latency: seconds every request waits before it is handled.
         token_prefixes: False models Kuzzle before 2.14: tokens without ``kauth-``/``kapikey-``,
-            and API keys verified like sessions (a cache lookup: no cap, no refresh wait).
+            and API keys verified like sessions, by a cache lookup (no cap; usable before the
+            index refresh; deleting one twin revokes the shared token).
         expired_error_id: the error for an expired token; ``security.token.expired`` models Kuzzle
             before 2.34 (2.56 says ``security.token.invalid``).
         default_expires_in: login lifetime when ``expiresIn`` is absent (Kuzzle's "1h").
