@@ -1,4 +1,8 @@
-"""HS256 JWTs as Kuzzle issues them: claims ``_id``, ``iat``, ``exp`` and a ``kauth-``/``kapikey-`` prefix."""
+"""HS256 JWTs as Kuzzle issues them (jsonwebtoken 9): claims ``_id``, ``iat``, ``exp`` only.
+
+There is no nonce, so one user's tokens issued in the same second with the same lifetime are
+byte-identical, session tokens and API keys alike, exactly as on Kuzzle 2.56.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +31,13 @@ class TokenSigner:
         self._key = secrets.token_bytes(32)
 
     def sign(self, user_id: str, now: float, ttl_ms: float, prefix: str) -> str:
-        """A token for ``user_id``; ``ttl_ms == -1`` gives one without ``exp`` (never expires)."""
+        """A token for ``user_id`` issued at ``now`` (epoch seconds): payload exactly
+        ``{"_id", "iat", "exp"}``, ``exp = iat + floor(ttl_ms / 1000)``; ``ttl_ms == -1`` gives one
+        without ``exp`` (never expires)."""
         iat = math.floor(now)
         payload: dict[str, Any] = {"_id": user_id, "iat": iat}
         if ttl_ms != -1:
             payload["exp"] = iat + math.floor(ttl_ms / 1000)
-        # Kuzzle's tokens carry only _id/iat/exp, so two tokens of one user issued in the same second
-        # are identical. A nonce keeps this server's tokens unique under bulk load.
-        payload["jti"] = secrets.token_hex(8)
         body = f"{_HEADER}.{_b64(orjson.dumps(payload))}"
         return prefix + f"{body}.{self._signature(body)}"
 
