@@ -72,7 +72,8 @@ def raw_request(
     """One request with http.client: nothing added but Host and Content-Length.
 
     ``url`` is a base URL (`http://127.0.0.1:7600/v4`), ``path`` is appended. A JSON ``body`` (or
-    raw ``data``) is sent with ``content_type`` (None: no Content-Type header at all).
+    raw ``data``, possibly empty) is sent with ``content_type`` (None: no Content-Type header at
+    all); a request with neither has no Content-Type.
     """
     parts = urllib.parse.urlsplit(url)
     target = parts.path.rstrip("/") + path
