@@ -33,8 +33,8 @@ import tempfile
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -250,7 +250,22 @@ class Kuzzle:
 # -- starting and stopping the harness ---------------------------------------------------------
 
 
+_ports_lock = threading.Lock()
+_ports_given: set[int] = set()
+
+
 def _free_ports(count: int) -> list[int]:
+    """Ports free now, never the same twice in this session (instances start side by side)."""
+    with _ports_lock:
+        ports: list[int] = []
+        while len(ports) < count:
+            ports += [p for p in _bound_ports(count) if p not in _ports_given and p not in ports]
+        ports = ports[:count]
+        _ports_given.update(ports)
+        return ports
+
+
+def _bound_ports(count: int) -> list[int]:
     holders = []
     try:
         for _ in range(count):
@@ -358,43 +373,93 @@ def _install_home() -> Path:
     return Path(os.environ["KZ_HOME"]) if os.environ.get("KZ_HOME") else DEFAULT_HOME
 
 
-@pytest.fixture(scope="session")
-def kuzzle() -> Iterator[Kuzzle]:
-    """The real server (10-key cap as in production): started for the session, or ILLUMASS_KUZZLE_URL."""
-    if os.environ.get("ILLUMASS_KUZZLE_URL"):
-        yield from _serve(Kuzzle(os.environ["ILLUMASS_KUZZLE_URL"]))
-        return
-    _need_harness()
-    instance = Instance(_install_home(), private=False)
-    try:
+CAPPED_ENV = {"KZ_ES_DEFAULT_SIZE": "10"}  # Elasticsearch's default: Kuzzle checks a user's first 10 keys
+UNCAPPED_ENV = {"KZ_ES_DEFAULT_SIZE": "10000"}
+
+
+class Servers:
+    """The real servers this session starts: each at most once, in the background, all stopped at
+    the end. Starting takes about 15 s, so the uncapped one starts beside the first when the
+    session's tests will need it."""
+
+    def __init__(self) -> None:
+        self._workers = ThreadPoolExecutor(2, thread_name_prefix="kuzzle-start")
+        self._started: dict[str, Future[Kuzzle]] = {}
+        self._instances: list[Instance] = []
+
+    def begin(self, name: str, make: Callable[[], Instance]) -> None:
+        """Start server ``name`` in the background (once)."""
+        if name not in self._started:
+            self._started[name] = self._workers.submit(self._start, make)
+
+    def get(self, name: str, make: Callable[[], Instance]) -> Kuzzle:
+        """Server ``name``, started now unless it already is."""
+        self.begin(name, make)
+        return self._started[name].result()
+
+    def _start(self, make: Callable[[], Instance]) -> Kuzzle:
+        instance = make()
+        self._instances.append(instance)
         instance.start()
-        yield from _serve(Kuzzle(instance.url))
-    finally:
-        instance.stop()
+        return Kuzzle(instance.url)
+
+    def close(self) -> None:
+        for started in self._started.values():
+            with contextlib.suppress(BaseException):
+                started.result()  # let a start in progress finish, so it can be stopped
+        list(self._workers.map(Instance.stop, self._instances))
+        self._workers.shutdown()
 
 
-@pytest.fixture(scope="session")
-def kuzzle_uncapped(kuzzle: Kuzzle) -> Iterator[Kuzzle]:
-    """A second real server whose API-key check is not capped at a user's first 10 keys
-    (`KZ_ES_DEFAULT_SIZE=10000`), started on first use; or ILLUMASS_KUZZLE_UNCAPPED_URL."""
-    if os.environ.get("ILLUMASS_KUZZLE_UNCAPPED_URL"):
-        yield from _serve(Kuzzle(os.environ["ILLUMASS_KUZZLE_UNCAPPED_URL"]))
-        return
-    _need_harness()
+def _main_instance() -> Instance:
+    return Instance(_install_home(), private=False, extra_env=CAPPED_ENV)
+
+
+def _uncapped_instance() -> Instance:
     install = _install_home()
     if not (install / "kuzzle" / "package.json").is_file():
-        pytest.fail(
-            f"the harness is not installed in {install}: start the first instance from it", pytrace=False
-        )
-    instance = Instance(install, private=True, extra_env={"KZ_ES_DEFAULT_SIZE": "10000"})
+        pytest.fail(f"the harness is not installed in {install}", pytrace=False)
+    return Instance(install, private=True, extra_env=UNCAPPED_ENV)
+
+
+@pytest.fixture(scope="session")
+def _servers() -> Iterator[Servers]:
+    servers = Servers()
     try:
-        instance.start()
-        yield from _serve(Kuzzle(instance.url))
+        yield servers
     finally:
-        instance.stop()
+        servers.close()
 
 
-def _serve(server: Kuzzle) -> Iterator[Kuzzle]:
+@pytest.fixture(scope="session")
+def kuzzle(request: pytest.FixtureRequest, _servers: Servers) -> Iterator[Kuzzle]:
+    """The real server (10-key cap as in production): started for the session, or ILLUMASS_KUZZLE_URL."""
+    if os.environ.get("ILLUMASS_KUZZLE_URL"):
+        yield from _external(os.environ["ILLUMASS_KUZZLE_URL"])
+        return
+    _need_harness()
+    wanted = any("kuzzle_uncapped" in getattr(item, "fixturenames", ()) for item in request.session.items)
+    installed = (_install_home() / "kuzzle" / "package.json").is_file()
+    if wanted and installed and not os.environ.get("ILLUMASS_KUZZLE_UNCAPPED_URL"):
+        _servers.begin("uncapped", _uncapped_instance)
+    yield _servers.get("main", _main_instance)  # noqa: PT022 (a generator for the branch above)
+
+
+@pytest.fixture(scope="session")
+def kuzzle_uncapped(kuzzle: Kuzzle, _servers: Servers) -> Iterator[Kuzzle]:
+    """A second real server whose API-key check is not capped at a user's first 10 keys
+    (`KZ_ES_DEFAULT_SIZE=10000`): started beside the first when tests need it, or
+    ILLUMASS_KUZZLE_UNCAPPED_URL."""
+    if os.environ.get("ILLUMASS_KUZZLE_UNCAPPED_URL"):
+        yield from _external(os.environ["ILLUMASS_KUZZLE_UNCAPPED_URL"])
+        return
+    _need_harness()
+    yield _servers.get("uncapped", _uncapped_instance)  # noqa: PT022
+
+
+def _external(url: str) -> Iterator[Kuzzle]:
+    """A server this session did not start: delete the users made on it at the end."""
+    server = Kuzzle(url)
     try:
         yield server
     finally:
