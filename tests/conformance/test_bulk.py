@@ -20,15 +20,22 @@ pytestmark = [pytest.mark.kuzzle, pytest.mark.anyio]
 
 
 def check_delivered(server: Kuzzle, account: Account, results: Sequence[ProvisionResult]) -> list[ApiKey]:
-    """Assert the promise above for ``results``; return the delivered keys."""
+    """Assert the promise above for ``results`` (every broken part of it, in one message); return
+    the delivered keys."""
     keys = [r.api_key for r in results if r.api_key is not None]
     tokens = [k.token.get_secret_value() for k in keys if k.token is not None]
     assert len(tokens) == len(keys), "a delivered key came without its token"
-    assert server.key_ids(server.login(*account)) == {k.id for k in keys}, "server keys != delivered keys"
+    problems = []
+    held = server.key_ids(server.login(*account))
+    if held != {k.id for k in keys}:
+        problems.append(f"server holds {len(held)} keys for {len(keys)} delivered (ids differ)")
     shared = len(tokens) - len(set(tokens))
-    assert shared == 0, f"{shared} of {len(tokens)} delivered keys share a token with another"
+    if shared:
+        problems.append(f"{shared} of {len(tokens)} delivered keys share a token with another")
     refused = [k.id for k, t in zip(keys, tokens, strict=True) if not server.accepts(t)]
-    assert refused == [], f"{len(refused)} of {len(keys)} delivered keys are refused by the server"
+    if refused:
+        problems.append(f"{len(refused)} of {len(keys)} delivered keys are refused by the server")
+    assert not problems, "; ".join(problems)
     return keys
 
 
