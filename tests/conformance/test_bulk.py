@@ -9,6 +9,7 @@ token, and (since 2.34) an API key is verified among its user's first 10 keys on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -95,29 +96,24 @@ async def test_provision_left_early_keeps_only_delivered(
     check_delivered(server, account, delivered)  # the keys created but not delivered were revoked
 
 
-async def test_bulk_lost_responses_uncapped(kuzzle_uncapped: Kuzzle, uncapped_account: Account) -> None:
-    """Three create responses lost mid-batch: still exactly one key per spec, each usable."""
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"kind": "drop_after", "times": 3}, id="responses-lost-after-kuzzle-acted"),
+        pytest.param({"kind": "status", "times": 3, "status": 503}, id="503-overloaded-before-kuzzle"),
+    ],
+)
+async def test_bulk_faults_uncapped(
+    kuzzle_uncapped: Kuzzle, uncapped_account: Account, fault: dict[str, Any]
+) -> None:
+    """Creates lost or refused mid-batch: still exactly one key per spec, each usable."""
     server, account = kuzzle_uncapped, uncapped_account
     async with AsyncIllumass(server.url, email=account.email, password=account.password) as client:
         await client.auth.login()
-        server.fault(kind="drop_after", action="create", times=3)
+        server.fault(action="create", **fault)
         before = server.stats()
-        results = await client.auth.create_api_keys([f"lossy {i}" for i in range(10)], concurrency=4)
+        results = await client.auth.create_api_keys([f"faulty {i}" for i in range(10)], concurrency=4)
         counted = grew(before, server.stats())
-    assert counted["fault:drop_after:create"] == 3
-    assert all(r.ok for r in results), [str(r.error) for r in results if not r.ok]
-    check_delivered(server, account, results)
-
-
-async def test_bulk_overloaded_uncapped(kuzzle_uncapped: Kuzzle, uncapped_account: Account) -> None:
-    """Creates answered 503 api.process.overloaded (before Kuzzle) are retried: one key per spec."""
-    server, account = kuzzle_uncapped, uncapped_account
-    async with AsyncIllumass(server.url, email=account.email, password=account.password) as client:
-        await client.auth.login()
-        server.fault(kind="status", action="create", times=2, status=503)
-        before = server.stats()
-        results = await client.auth.create_api_keys([f"busy {i}" for i in range(6)], concurrency=3)
-        counted = grew(before, server.stats())
-    assert counted["fault:status:create"] == 2
+    assert counted[f"fault:{fault['kind']}:create"] == fault["times"]
     assert all(r.ok for r in results), [str(r.error) for r in results if not r.ok]
     check_delivered(server, account, results)
