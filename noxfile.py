@@ -1,4 +1,4 @@
-"""Development sessions: `nox -s tests lint typecheck bench demo`."""
+"""Development sessions: `nox -s tests lint typecheck conformance bench demo`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ def tests(session: nox.Session) -> None:
     """The test suite (the soak test runs at its CI size; ILLUMASS_SOAK_KEYS=50000 for the full run)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The conformance suite against the real Kuzzle 2.56 (../shared/kuzzle), which may not skip.
+
+    ILLUMASS_KUZZLE_URL (and ILLUMASS_KUZZLE_UNCAPPED_URL) use servers already running instead.
+    """
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/conformance",
+        "-m",
+        "kuzzle",
+        *session.posargs,
+        env={"ILLUMASS_REQUIRE_KUZZLE": "1"},
+    )
 
 
 @nox.session
