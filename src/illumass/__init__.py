@@ -11,6 +11,7 @@ from ._sync import Illumass
 from ._version import __version__
 from .errors import (
     APIConnectionError,
+    ApiKeyRejectedError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -29,7 +30,7 @@ from .errors import (
     ServiceUnavailableError,
     TokenExpiredError,
 )
-from .models import ApiKey, ApiKeyPage, ApiKeySpec, AuthToken, ProvisionResult, TokenInfo
+from .models import ApiKey, ApiKeyPage, ApiKeySpec, AuthToken, DeleteResult, ProvisionResult, TokenInfo
 
 __all__ = [
     "APIConnectionError",
@@ -37,12 +38,14 @@ __all__ = [
     "APITimeoutError",
     "ApiKey",
     "ApiKeyPage",
+    "ApiKeyRejectedError",
     "ApiKeySpec",
     "AsyncIllumass",
     "AuthToken",
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "DeleteResult",
     "Illumass",
     "IllumassError",
     "InvalidCredentialsError",

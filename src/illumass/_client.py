@@ -312,8 +312,10 @@ class AsyncIllumass:
     only if ``email`` and ``password`` are given too). They fall back to ``ILLUMASS_EMAIL``,
     ``ILLUMASS_PASSWORD`` and ``ILLUMASS_API_KEY``; the URL to ``ILLUMASS_BASE_URL``.
 
-    ``timeout`` is seconds per attempt; ``max_retries`` applies to connection failures, 429 and
-    502-504, with exponential backoff from ``retry_backoff`` seconds up to ``retry_backoff_max``.
+    ``allow_unprefixed_tokens`` accepts tokens without Kuzzle's ``kapikey-``/``kauth-`` prefix
+    (servers before 2.14). ``timeout`` is seconds per attempt; ``max_retries`` applies to
+    connection failures, 429 and 502-504 (and 500 for creates), with exponential backoff from
+    ``retry_backoff`` seconds up to ``retry_backoff_max``.
     Responses over ``max_response_size`` bytes (decompressed) are refused. Proxies and ``.netrc``
     come from the environment (``trust_env``); ``ssl_context`` sets TLS; ``http_session`` lends
     an aiohttp session of your own (not closed by the client). Plain ``http://`` is refused
@@ -328,6 +330,7 @@ class AsyncIllumass:
         password: str | Secret | None = None,
         api_key: str | Secret | None = None,
         session_token: str | Secret | None = None,
+        allow_unprefixed_tokens: bool = False,
         login_expires_in: ExpiresIn = "1h",
         timeout: float = 30.0,
         max_retries: int = 2,
@@ -340,7 +343,6 @@ class AsyncIllumass:
         ssl_context: ssl.SSLContext | None = None,
         trust_env: bool = True,
     ) -> None:
-        session = _session_token(session_token, api_key)
         config = resolve(
             base_url,
             email=email,
@@ -351,6 +353,8 @@ class AsyncIllumass:
             max_retries=max_retries,
             max_connections=max_connections,
             allow_insecure_http=allow_insecure_http,
+            session_token=session_token,
+            allow_unprefixed_tokens=allow_unprefixed_tokens,
         )
         if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):
             raise TypeError("http_session must be an aiohttp.ClientSession")
@@ -368,8 +372,8 @@ class AsyncIllumass:
         auth = Auth(
             email=config.email,
             password=config.password,
-            api_key=None if session is not None else config.api_key,
-            session_token=session,
+            api_key=config.api_key,
+            session_token=config.session_token,
             login_expires_in=config.login_expires_in,
         )
         backoff = Backoff(
@@ -438,17 +442,6 @@ class AsyncIllumass:
         await self.aclose()
 
 
-def _session_token(token: str | Secret | None, api_key: str | Secret | None) -> Secret | None:
-    if token is None:
-        return None
-    if api_key is not None:
-        raise ValueError("give either api_key or session_token, not both")
-    text = _args.token_text(token)
-    if text.startswith("kapikey-"):
-        raise ValueError("session_token holds an API key (kapikey-...): pass it as api_key")
-    return token if isinstance(token, Secret) else Secret(text)
-
-
 def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 3600:
         raise ValueError(f"{name} must be a number of seconds from 0 to 3600")
@@ -461,14 +454,12 @@ def _expiry_query(token: str) -> dict[str, Any] | None:
     The server floors both ``iat`` and the lifetime to whole seconds for the JWT but keeps
     milliseconds in ``expiresAt``, which therefore falls within 2 s after ``exp``.
     """
-    claims = _jwt.claims(token)
+    claims = _jwt.token_claims(token)
     if claims is None:
         return None
-    exp = claims.get("exp")
+    exp = claims.exp
     if exp is None:
         return {"term": {"expiresAt": -1}}
-    if isinstance(exp, bool) or not isinstance(exp, int):
-        return None
     return {"range": {"expiresAt": {"gte": exp * 1000 - 1000, "lte": exp * 1000 + 3000}}}
 
 

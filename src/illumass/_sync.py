@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import ssl
 import threading
 import warnings
 import weakref
@@ -20,7 +21,7 @@ from ._client import AsyncIllumass, SpecLike
 from ._duration import ExpiresIn
 from ._secret import Secret
 from .errors import IllumassError
-from .models import ApiKey, ApiKeyPage, AuthToken, ProvisionResult, TokenInfo
+from .models import ApiKey, ApiKeyPage, AuthToken, DeleteResult, ProvisionResult, TokenInfo
 
 __all__ = ["AuthAPI", "Illumass"]
 
@@ -53,11 +54,18 @@ class Illumass:
         email: str | None = None,
         password: str | Secret | None = None,
         api_key: str | Secret | None = None,
+        session_token: str | Secret | None = None,
+        allow_unprefixed_tokens: bool = False,
         login_expires_in: ExpiresIn = "1h",
         timeout: float = 30.0,
         max_retries: int = 2,
         max_connections: int = 100,
         allow_insecure_http: bool = False,
+        retry_backoff: float = 0.5,
+        retry_backoff_max: float = 8.0,
+        max_response_size: int = 32 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        trust_env: bool = True,
     ) -> None:
         # Built here, so bad arguments raise in the caller; its session opens on the loop thread.
         self._client = AsyncIllumass(
@@ -65,11 +73,18 @@ class Illumass:
             email=email,
             password=password,
             api_key=api_key,
+            session_token=session_token,
+            allow_unprefixed_tokens=allow_unprefixed_tokens,
             login_expires_in=login_expires_in,
             timeout=timeout,
             max_retries=max_retries,
             max_connections=max_connections,
             allow_insecure_http=allow_insecure_http,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            max_response_size=max_response_size,
+            ssl_context=ssl_context,
+            trust_env=trust_env,
         )
         self._close_lock = threading.Lock()
         self._closed = False
@@ -246,6 +261,14 @@ class AuthAPI:
     def delete_api_key(self, key_id: str) -> None:
         """Revoke an API key."""
         self._client._call(self._async.delete_api_key, key_id)
+
+    def delete_api_keys(self, key_ids: Iterable[str], *, concurrency: int = 16) -> list[DeleteResult]:
+        """Revoke many keys concurrently; see ``AsyncAuthAPI.delete_api_keys``."""
+        return self._client._call(self._async.delete_api_keys, key_ids, concurrency=concurrency)
+
+    def prune_api_keys(self, *, concurrency: int = 16) -> list[DeleteResult]:
+        """Revoke every expired API key; see ``AsyncAuthAPI.prune_api_keys``."""
+        return self._client._call(self._async.prune_api_keys, concurrency=concurrency)
 
     def find_api_key(self, token: str | Secret) -> ApiKey | None:
         """The API key whose token this is, or None."""

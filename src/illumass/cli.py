@@ -103,7 +103,7 @@ class Settings:
             return AsyncIllumass(self.base_url, api_key=self.api_key)
         session = self.cached_session() if use_cache else None
         if session is not None:
-            return AsyncIllumass(self.base_url, api_key=str(session["jwt"]))
+            return AsyncIllumass(self.base_url, session_token=str(session["jwt"]))
         if not self.email:
             if not sys.stdin.isatty():
                 fail("no email: pass --email or set ILLUMASS_EMAIL")
