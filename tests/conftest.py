@@ -27,7 +27,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def server() -> AsyncIterator[FakeIllumass]:
     """FakeIllumass on the test's own event loop."""
-    async with FakeIllumass(seed=1) as fake:
+    # Quick index ticks and no 10-key cap: the tests of those behaviours make their own server.
+    async with FakeIllumass(seed=1, refresh_interval=0.05, api_key_cap=None) as fake:
         yield fake
 
 

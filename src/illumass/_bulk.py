@@ -100,6 +100,7 @@ class Batch:
         self.stranded: list[ApiKey] = []  # created, never delivered: revoked at the end
         self.deliver: Callable[[ProvisionResult], Awaitable[None]] | None = None
         self._pending: dict[str, _Made] = {}
+        self._replacing: set[str] = set()  # ids being revoked and created again
         self._room = anyio.Event()
         self._arrived = anyio.Event()
         self._workers_left = workers
@@ -220,7 +221,7 @@ class Batch:
     async def _barrier(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
             if not self._pending:
-                if self._workers_left == 0 or self.stopping:
+                if (self._workers_left == 0 and not self._replacing) or self.stopping:
                     return
                 self._arrived = anyio.Event()
                 await self._arrived.wait()
@@ -228,7 +229,7 @@ class Batch:
             await anyio.sleep(_POLL)
             if self.stopping:
                 return
-            batch = list(self._pending.values())
+            batch = sorted(self._pending.values(), key=lambda made: made.index)
             try:
                 hits = await self._search_expiries(batch)
             except IllumassError as exc:
@@ -241,9 +242,16 @@ class Batch:
             now = time.monotonic()
             for made in batch:
                 if made.key.id in visible:
-                    twins = [i for i in by_fingerprint[made.key.fingerprint] if i != made.key.id]
-                    if not all(self._yields_to(made, i) for i in twins):
+                    twins = [
+                        i
+                        for i in by_fingerprint[made.key.fingerprint]
+                        if i != made.key.id and i not in self._replacing
+                    ]
+                    # Earlier keys were settled first: a twin still pending is a later key of this
+                    # batch, replaced in its turn; any other twin stays, and this key is replaced.
+                    if not all(i in self._pending for i in twins):
                         del self._pending[made.key.id]
+                        self._replacing.add(made.key.id)
                         tg.start_soon(self._replace, made)
                         continue
                 elif now - made.since < _GIVE_UP:
@@ -251,19 +259,21 @@ class Batch:
                 await self._settle(made, visible=made.key.id in visible)
             self._room.set()
 
-    def _yields_to(self, made: _Made, twin_id: str) -> bool:
-        """True when the twin is a later key of this batch, which will be replaced instead."""
-        other = self._pending.get(twin_id)
-        return other is not None and other.index > made.index
-
     async def _settle(self, made: _Made, *, visible: bool) -> None:
-        """Deliver a key once the server is known to accept it; revoke it if it does not."""
-        past_cap = made.position >= _CAP
+        """Deliver a key once the server is known to accept it; revoke it if it does not.
+
+        Keys land among the user's keys in about the order their creates finish, give or take
+        the creates in flight: keys that close to the cap are checked one by one, and the first
+        key clearly past it decides for the rest of the batch.
+        """
+        margin = self.workers
+        past_cap = made.position >= _CAP + margin
+        near_cap = not past_cap and made.position >= _CAP - margin
         if past_cap and self._accepted is False:
             del self._pending[made.key.id]
             await self._refuse(made, _rejected())
             return
-        if not visible or (past_cap and self._accepted is None):
+        if not visible or (past_cap and self._accepted is None) or (near_cap and self._accepted is not True):
             assert made.key.token is not None
             try:
                 info = await self.api.check_token(made.key.token)
@@ -278,7 +288,7 @@ class Batch:
                 del self._pending[made.key.id]
                 error = (
                     _rejected()
-                    if past_cap
+                    if made.position >= _CAP - margin
                     else ApiKeyRejectedError(
                         f"the server does not accept the new key ({info.state or 'invalid'}); it was revoked"
                     )
@@ -295,6 +305,13 @@ class Batch:
     async def _replace(self, made: _Made) -> None:
         """Revoke a key whose token another key has, and create it again under the same id."""
         log.info("API key %s shares its token with another key; creating it again", made.key.id)
+        try:
+            await self._replace_now(made)
+        finally:
+            self._replacing.discard(made.key.id)
+            self._arrived.set()
+
+    async def _replace_now(self, made: _Made) -> None:
         trace = made.trace
         try:
             if not trace.spend():
@@ -316,7 +333,6 @@ class Batch:
             await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
             return
         self._pending[key.id] = attrs.evolve(made, key=key, since=time.monotonic())
-        self._arrived.set()
 
     async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:
         """The keys whose ``expiresAt`` matches the token expiry of a key in ``batch``: the keys
