@@ -14,6 +14,7 @@ def devices(count: int):  # a generator: specs are read lazily, a million is fin
 
 
 async def main() -> None:
+    written, failed = 0, 0
     out = os.open("device-keys.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     async with AsyncIllumass() as client:
         with os.fdopen(out, "w") as sink:
@@ -22,9 +23,12 @@ async def main() -> None:
                     if r.ok and r.api_key and r.api_key.token:
                         line = {"id": r.api_key.id, "token": r.api_key.token.get_secret_value()}
                         sink.write(json.dumps(line) + "\n")
+                        written += 1
                     else:
-                        print(f"{r.spec.description}: {r.error}")
-    print("500 keys written to device-keys.jsonl (mode 0600)")
+                        failed += 1
+                        if failed == 1:  # e.g. ApiKeyRejectedError on a server that caps keys per user
+                            print(f"{r.spec.description}: {r.error}")
+    print(f"{written} keys written to device-keys.jsonl (mode 0600), {failed} failed")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ class Batch:
         self._workers_left = workers
         self._existing = 0
         self._created = 0
+        self._creating = 0
+        self._changed = anyio.Event()  # set when a create ends or the cap's verdict is known
+        self._tg: anyio.abc.TaskGroup | None = None
         self._accepted: bool | None = None  # does the server accept keys past the cap?
         self._next_index = 0
         if isinstance(specs, AsyncIterable):
@@ -135,6 +138,7 @@ class Batch:
                 except IllumassError as exc:
                     self.fail(exc)
                 async with anyio.create_task_group() as tg:
+                    self._tg = tg
                     tg.start_soon(self._barrier, tg)
                     for _ in range(self.workers):
                         tg.start_soon(self._worker)
@@ -201,10 +205,12 @@ class Batch:
         except (ValueError, TypeError) as exc:
             await self._deliver(ProvisionResult(index, spec, None, InvalidSpecError(str(exc)), 0))
             return None
+        await self._await_verdict()
         if self._accepted is False:
             await self._deliver(ProvisionResult(index, spec, None, _rejected(), 0))
             return None
         trace = Trace(retries_left=self.max_retries)
+        self._creating += 1
         try:
             key = await self.keys.create(
                 description, millis, key_id, generated=spec.key_id is None, refresh=False, trace=trace
@@ -212,9 +218,28 @@ class Batch:
         except IllumassError as exc:
             await self._deliver(ProvisionResult(index, spec, None, exc, trace.attempts))
             return None
+        finally:
+            self._creating -= 1
+            self._signal()
         position = self._existing + self._created
         self._created += 1
         return _Made(index, spec, key, trace, position, time.monotonic(), millis, spec.key_id is None)
+
+    async def _await_verdict(self) -> None:
+        """Past the keys that can decide it, wait until the server's cap is known: keys it would
+        refuse are then never created."""
+        while (
+            self._accepted is None
+            and not self.stopping
+            and self._existing + self._created + self._creating > _CAP + self.workers
+        ):
+            changed = self._changed
+            with anyio.move_on_after(_POLL):
+                await changed.wait()
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     # -- the visibility barrier ----------------------------------------------------------------
 
@@ -271,7 +296,7 @@ class Batch:
         near_cap = not past_cap and made.position >= _CAP - margin
         if past_cap and self._accepted is False:
             del self._pending[made.key.id]
-            await self._refuse(made, _rejected())
+            self._refuse_soon(made, _rejected())
             return
         if not visible or (past_cap and self._accepted is None) or (near_cap and self._accepted is not True):
             assert made.key.token is not None
@@ -282,6 +307,7 @@ class Batch:
                 return
             if past_cap and self._accepted is None:
                 self._accepted = info.valid
+                self._signal()
                 if not info.valid:
                     log.warning("API keys refused: %s", _CAP_ADVICE.format(cap=_CAP))
             if not info.valid:
@@ -293,10 +319,14 @@ class Batch:
                         f"the server does not accept the new key ({info.state or 'invalid'}); it was revoked"
                     )
                 )
-                await self._refuse(made, error)
+                self._refuse_soon(made, error)
                 return
         del self._pending[made.key.id]
         await self._deliver(ProvisionResult(made.index, made.spec, made.key, None, made.trace.attempts))
+
+    def _refuse_soon(self, made: _Made, error: ApiKeyRejectedError) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._refuse, made, error)  # revoked concurrently, not one by one
 
     async def _refuse(self, made: _Made, error: ApiKeyRejectedError) -> None:
         await self.keys.discard(made.key.id)

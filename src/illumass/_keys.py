@@ -6,8 +6,9 @@ Used by single and bulk creates alike.
   second key. A retry that meets ``document_already_exists`` means an earlier attempt acted and
   its response (with the token) was lost: the key is revoked and created again under the same id,
   but only when this call owns the id: one it generated and an attempt that may have reached the
-  server, or one the server confirmed (a 2xx that could not be read). A caller's id that was
-  already taken is left alone: a 502 or a dropped connection proves nothing about who made it.
+  server, one the server confirmed (a 2xx that could not be read), or one whose stored record
+  carries this create's description and tagged ``ttl``. A caller's id taken beforehand is left
+  alone: a 502 or a dropped connection proves nothing about who made it.
 - **Unique tokens.** Kuzzle's API-key JWT holds only the user, ``iat`` (whole seconds) and ``exp``:
   keys of one user created in the same second with the same lifetime get the same token. Keys in
   flight together, or issued in the same second, get distinct whole-second lifetimes here (never
@@ -71,7 +72,7 @@ class Lifetimes:
     get distinct lifetimes whatever second the server stamps them with; a key issued in the
     server's latest known second reserves its lifetime for that second. So a key may be shortened
     by as many seconds as keys are in flight plus created in the same second, and never by more
-    than ``max(lifetime / 10, 60 s)``; past that bound the token is checked and, if it is a twin,
+    than ``max(lifetime / 10, 60 s)`` plus the one second a tag may cost; past that bound the token is checked and, if it is a twin,
     created again. Keys that never expire cannot be varied: their twins are always re-created.
     """
 
@@ -80,21 +81,32 @@ class Lifetimes:
         self._second = 0  # the latest ``iat`` seen
         self._used: set[int] = set()  # lifetimes of keys issued in that second
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
+        self._tag = int.from_bytes(os.urandom(2), "big") % 999
 
-    def reserve(self, millis: float) -> tuple[int, float]:
-        """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``."""
+    def reserve(self, millis: float, *, tagged: bool = False) -> tuple[int, float]:
+        """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``.
+
+        ``tagged`` milliseconds carry a tag (1-999, distinct over this client's last 999 tagged
+        creates) that the server stores as the key's ``ttl`` but leaves out of the token: it
+        identifies the create that made a key with a caller's id. It may cost one more second.
+        """
         if millis == NEVER:
             return -1, NEVER
         seconds = int(millis // 1000)
+        tag = 0
+        if tagged:
+            tag = self._tag = self._tag % 999 + 1
+            if seconds > 1 and millis - seconds * 1000 < tag:
+                seconds -= 1
         shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
         for shift in range(shift_max + 1):
             candidate = seconds - shift
             if candidate not in self._in_flight and candidate not in self._used:
                 break
         else:
-            candidate, shift = seconds, 0
+            candidate = seconds
         self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
-        return candidate, millis - shift * 1000
+        return candidate, min(candidate * 1000 + tag, millis) if tagged else millis - (seconds - candidate) * 1000
 
     def release(self, seconds: int, key: ApiKey | None) -> bool:
         """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
@@ -145,13 +157,14 @@ class KeyMaker:
     ) -> ApiKey:
         """One key with a token no other key of this client has; see the module's docstring.
 
-        ``trace.retries_left`` is the budget shared by every request this takes: each request after
-        the first costs one unit, so at most ``budget + 1`` create and delete requests are sent
-        (plus, if the key cannot be delivered, the deletes that revoke it, plus logins).
+        ``trace.retries_left`` is the budget shared by every request this takes: each retry costs
+        one unit, and so does each revoke-and-create-again after the first, so at most
+        ``2 * budget + 3`` create and delete requests are sent (plus, if the key cannot be
+        delivered, the deletes that revoke it, plus logins).
         """
         body = orjson.dumps({"description": description})
         while True:
-            seconds, asked = self.lifetimes.reserve(millis)
+            seconds, asked = self.lifetimes.reserve(millis, tagged=not generated)
             key: ApiKey | None = None
             try:
                 key = await self._create_once(body, asked, key_id, generated, refresh, trace)
@@ -180,25 +193,26 @@ class KeyMaker:
         request = Request(
             "POST", "/api-keys/_create", params, body, replay_safe=True, retry_server_errors=True
         )
+        repaired = False
         while True:
             trace.maybe_reached = trace.proven = False
             try:
                 result = await self._pipeline.call(request, trace)
             except ConflictError as exc:
-                if not (trace.proven or (generated and trace.maybe_reached)):
+                ours = trace.proven or (generated and trace.maybe_reached)
+                if not ours and trace.maybe_reached:
+                    ours = await self._on_record(key_id, body, millis)
+                if not ours:
                     raise _not_ours(exc, key_id, trace) from None
                 log.info("API key %s was created by a lost attempt; revoking it to create it again", key_id)
-                if not trace.spend():
+                if repaired and not trace.spend():
                     await self.discard(key_id)
                     raise IllumassError(
                         f"could not create API key {key_id}: its responses were lost until the "
                         "retry budget ran out; nothing was kept"
                     ) from None
+                repaired = True  # the first repair is free: one lost response must not fail a call
                 await self.delete(key_id, trace, ours=True)
-                if not trace.spend():
-                    raise IllumassError(
-                        f"could not create API key {key_id}: retry budget exhausted"
-                    ) from None
                 continue
             except IllumassError:
                 if trace.proven or (generated and trace.maybe_reached):
@@ -209,6 +223,40 @@ class KeyMaker:
             except InvalidResponseError:
                 await self.discard(key_id)  # the server made it (a 2xx), but we cannot hand it over
                 raise
+
+    async def _on_record(self, key_id: str, body: bytes, millis: float) -> bool:
+        """Whether the server's record of ``key_id`` is the one this create asked for.
+
+        Its description and tagged ``ttl`` (see :meth:`Lifetimes.reserve`) must both match: an
+        id taken beforehand, by this client or another, does not. A key made with
+        ``refresh=false`` becomes searchable within about a second, so an absent record is
+        looked for again a few times.
+        """
+        if millis == NEVER:
+            return False  # no tag: a key that never expires cannot be told apart
+        request = Request(
+            "POST",
+            "/api-keys/_search",
+            {"from": "0", "size": "1"},
+            orjson.dumps({"ids": {"values": [key_id]}}),
+            replay_safe=True,
+        )
+        wanted = orjson.loads(body)["description"]
+        for delay in (0.0, 0.5, 1.0, 1.5):
+            await asyncio.sleep(delay)
+            try:
+                result = await self._pipeline.call(request, Trace(retries_left=2))
+                hits = result["hits"]
+            except (IllumassError, KeyError, TypeError):
+                return False
+            if hits:
+                source = hits[0].get("_source") if isinstance(hits[0], dict) else None
+                return (
+                    isinstance(source, dict)
+                    and source.get("description") == wanted
+                    and source.get("ttl") == math.floor(millis)
+                )
+        return False
 
     async def delete(self, key_id: str, trace: Trace, *, ours: bool = False) -> None:
         """Revoke a key, visible to searches at once. NotFoundError only if it surely did not exist."""
