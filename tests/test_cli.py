@@ -194,3 +194,163 @@ def test_demo_runs_offline() -> None:
 def test_serve_command() -> None:
     with served("illumass.cli", "serve", "--port", "0", "--user", "a@b.c:pw") as url:
         assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
+
+
+def one_line_error(result: Result, code: int) -> str:
+    """The single stderr line of a failed command (no traceback, no usage block)."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def requests(server: FakeIllumass) -> int:
+    return sum(server.stats.requests.values())
+
+
+def make_key(server: FakeIllumass, tmp_path: Path) -> str:
+    from illumass import Illumass
+
+    with Illumass(server.url, email=server.email, password=server.password) as client:
+        key = client.auth.create_api_key("for the cli", expires_in="1h")
+    assert key.token is not None
+    return key.token.get_secret_value()
+
+
+def test_api_key_never_from_argv(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = make_key(illumass_server, tmp_path)
+    before = requests(illumass_server)
+    line = one_line_error(cli("--api-key", token, "api-keys", "list"), 2)
+    assert "ILLUMASS_API_KEY" in line and "--api-key-file" in line and token not in line
+    assert requests(illumass_server) == before
+    monkeypatch.delenv("ILLUMASS_PASSWORD")
+    logins = illumass_server.stats.logins
+    monkeypatch.setenv("ILLUMASS_API_KEY", token)
+    assert cli("api-keys", "list", "--format", "json").exit_code == 0
+    monkeypatch.delenv("ILLUMASS_API_KEY")
+    key_file = tmp_path / "key"
+    key_file.write_text(token + "\n")
+    assert cli("--api-key-file", str(key_file), "api-keys", "list").exit_code == 0
+    assert cli("--api-key-file", "-", "api-keys", "list", stdin=token + "\n").exit_code == 0
+    assert illumass_server.stats.logins == logins  # all three used the key, not a login
+    line = one_line_error(cli("--api-key-file", str(tmp_path / "none"), "api-keys", "list"), 1)
+    assert "No such file" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--password-stdin", "api-keys", "provision", "-", "--out", "o.jsonl"],
+        ["--api-key-file", "-", "api-keys", "provision", "-", "--out", "o.jsonl"],
+        ["--api-key-file", "-", "api-keys", "delete", "--from-file", "-"],
+        ["--password-stdin", "api-keys", "delete", "--from-file", "-"],
+    ],
+)
+def test_two_readers_of_stdin_are_refused(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ILLUMASS_PASSWORD")
+    line = one_line_error(cli(*args, stdin="pw\na\nb\n"), 2)
+    assert "both read stdin" in line
+    assert requests(illumass_server) == 0
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_provision_refuses_a_used_out(env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path) -> None:
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("a\nb\n")
+    assert cli("api-keys", "provision", str(source), "--out", str(out)).exit_code == 0
+    line = one_line_error(cli("api-keys", "provision", str(source), "--out", str(out)), 2)
+    assert "--resume" in line and "--overwrite" in line
+    assert len(illumass_server.api_keys) == 2 and len(out.read_text().splitlines()) == 2
+    assert cli("api-keys", "provision", str(source), "--out", str(out), "--resume").exit_code == 0
+    assert len(illumass_server.api_keys) == 2
+    result = cli("api-keys", "provision", str(source), "--out", str(out), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 2 and mode(out) == 0o600
+    assert len(illumass_server.api_keys) == 4
+
+
+def test_os_errors_are_one_line(env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("a\n")
+    line = one_line_error(cli("api-keys", "provision", str(source), "--out", str(tmp_path / "no/dir/o.jsonl")), 1)
+    assert "No such file or directory" in line and "Errno" not in line
+    one_line_error(cli("api-keys", "provision", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")), 1)
+    one_line_error(cli("api-keys", "provision", str(tmp_path), "--out", str(tmp_path / "o")), 1)
+    one_line_error(cli("api-keys", "delete", "--from-file", str(tmp_path / "missing")), 1)
+    assert requests(illumass_server) == 0
+    blocker = tmp_path / "config-is-a-file"
+    blocker.write_text("")
+    os.environ["ILLUMASS_CONFIG_DIR"] = str(blocker / "sub")  # restored by monkeypatch in env
+    one_line_error(cli("login"), 1)
+    one_line_error(cli("api-keys", "nope"), 2)
+    one_line_error(cli("--frobnicate"), 2)
+
+
+def test_ids_are_never_cut(env: dict[str, str], illumass_server: FakeIllumass) -> None:
+    for i in range(3):
+        cli("api-keys", "create", f"a rather long description of device number {i} " * 2)
+    ids = list(illumass_server.api_keys)
+    assert all(len(i) >= 20 for i in ids)
+    table = cli("api-keys", "list", "--format", "table")  # CliRunner: 80 columns, not a terminal
+    assert table.exit_code == 0
+    for key_id in ids:
+        assert any(key_id in line for line in table.stdout.splitlines()), table.stdout
+    piped = cli("api-keys", "list")  # not a terminal: TSV by default
+    rows = [line.split("\t") for line in piped.stdout.splitlines()]
+    assert rows[0] == ["id", "description", "expires_at", "fingerprint"]
+    assert [r[0] for r in rows[1:]] == ids
+    assert piped.stderr.strip() == "3 API keys"
+    cli("api-keys", "delete", ids[0], ids[1])
+    assert cli("api-keys", "list").stderr.strip() == "1 API key"
+
+
+def test_delete_many_reports_each_failure(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path
+) -> None:
+    for i in range(5):
+        assert cli("api-keys", "create", f"k{i}", "--id", f"k{i}").exit_code == 0
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("k0\nk1\n\nmissing-1\n")
+    result = cli("api-keys", "delete", "k2", "missing-2", "--from-file", str(ids_file), "--concurrency", "3")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert sorted(line.split(":")[0] for line in lines[:-1]) == ["failed missing-1", "failed missing-2"]
+    assert lines[-1] == "revoked 3, failed 2"
+    assert set(illumass_server.api_keys) == {"k3", "k4"}
+    result = cli("api-keys", "delete", "--from-file", "-", stdin="k3\n")
+    assert result.exit_code == 0 and set(illumass_server.api_keys) == {"k4"}
+    one_line_error(cli("api-keys", "delete"), 2)
+    one_line_error(cli("api-keys", "delete", "k4", "--expired"), 2)
+    one_line_error(cli("api-keys", "delete", "a/b"), 2)
+
+
+@pytest.mark.parametrize("command", [["prune"], ["delete", "--expired"]])
+def test_prune_revokes_expired_keys(
+    env: dict[str, str], illumass_server: FakeIllumass, command: list[str]
+) -> None:
+    illumass_server.clock_offset = -7200  # keys created now expire, by the server's clock, 2 h ago
+    assert cli("api-keys", "create", "old", "--id", "old", "--expires-in", "1h").exit_code == 0
+    illumass_server.clock_offset = 0
+    assert cli("api-keys", "create", "new", "--id", "new", "--expires-in", "1h").exit_code == 0
+    assert cli("api-keys", "create", "forever", "--id", "forever", "--expires-in", "-1").exit_code == 0
+    result = cli("api-keys", *command, "--concurrency", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "revoked 1, failed 0"
+    assert set(illumass_server.api_keys) == {"new", "forever"}
+
+
+def test_refused_keys_explained_once(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeIllumass(refresh_interval=0) as capped:  # Kuzzle's cap of 10 keys per user
+        monkeypatch.setenv("ILLUMASS_BASE_URL", capped.url)
+        source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+        source.write_text("".join(f"d{i}\n" for i in range(25)))
+        result = cli("api-keys", "provision", str(source), "--out", str(out), "--concurrency", "1")
+    assert result.exit_code == 2
+    assert result.stderr.count("verifies only a user's first 10 API keys") == 1, result.stderr
+    assert "created 10, failed 15 (15 refused by the server's API-key cap" in result.stderr

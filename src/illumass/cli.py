@@ -696,7 +696,7 @@ def already_done(out: Path) -> Counter[str]:
 
 def open_input(path: str) -> IO[str]:
     if path == "-":
-        return click.get_text_stream("stdin", encoding="utf-8")
+        return sys.stdin
     try:
         return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
@@ -773,6 +773,7 @@ def provision(
     try:
         sink = open_private(out, truncate=overwrite)
     except OSError as exc:
+        source.close()
         fail(f"cannot write --out {out}: {describe(exc)}")
     with sink, source, progress_bar(total) as bar:
         task = bar.add_task("provisioning", total=total)
