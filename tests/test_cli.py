@@ -354,3 +354,65 @@ def test_refused_keys_explained_once(env: dict[str, str], tmp_path: Path, monkey
     assert result.exit_code == 2
     assert result.stderr.count("verifies only a user's first 10 API keys") == 1, result.stderr
     assert "created 10, failed 15 (15 refused by the server's API-key cap" in result.stderr
+
+
+def test_serve_exposes_knobs_and_ignores_resets(tmp_path: Path) -> None:
+    log = tmp_path / "stderr"
+    with log.open("w") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "illumass.cli", "serve", "--port", "0", "--user", "a@b.c:pw",
+         "--fault", "status:login:x1", "--api-key-cap", "none", "--refresh-interval", "0", "--seed", "3"],
+        stdout=subprocess.PIPE, stderr=errors, text=True,
+        )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v4")
+        assert "a@b.c / pw" in proc.stdout.readline() + proc.stdout.readline()
+        assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 503  # the fault
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        for _ in range(3):  # clients that vanish mid-request, with a TCP reset
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(b"POST /v4/_login HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert http("POST", url + "/login", {"email": "a@b.c", "password": "pw"})[0] == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        proc.stdout.close()
+    assert proc.returncode == 0
+    text = log.read_text()
+    assert "Traceback" not in text and "Error" not in text, text
+    assert "1 fault rule" in text
+
+
+def test_ctrl_c_during_provision_says_how_to_resume(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    source.write_text("".join(f"device {i}\n" for i in range(400)))
+    with FakeIllumass(api_key_cap=None, refresh_interval=0, latency=0.02) as server:
+        env = {
+            **os.environ,
+            "ILLUMASS_BASE_URL": server.url,
+            "ILLUMASS_EMAIL": server.email,
+            "ILLUMASS_PASSWORD": server.password,
+            "ILLUMASS_CONFIG_DIR": str(tmp_path / "config"),
+        }
+        args = ["api-keys", "provision", str(source), "--out", str(out), "--concurrency", "2"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "illumass.cli", *args], stderr=subprocess.PIPE, text=True, env=env
+        )
+        deadline = time.monotonic() + 60
+        while (not out.exists() or out.stat().st_size < 200) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        written = len(out.read_text().splitlines())
+        assert 0 < written < 400
+        assert f"interrupted: {written} results written to {out}" in stderr.replace("\n", " ")
+        command = stderr.splitlines()[-1]
+        assert command == f"illumass {' '.join(args)} --resume"
+        resumed = CliRunner(env=env).invoke(app, command.split()[1:], catch_exceptions=False)
+        assert resumed.exit_code == 0, resumed.output
+        assert f"skipped {written}" in resumed.stderr

@@ -479,7 +479,8 @@ def serve(
         logging.getLogger(name).addFilter(ResetFilter())
     stderr.print(
         f"FakeIllumass: api-key cap {cap if cap is not None else 'none'}, refresh every {refresh_interval:g} s, "
-        f"{plural(len(rules), 'fault rule')} (Ctrl-C stops it)"
+        f"{plural(len(rules), 'fault rule')} (Ctrl-C stops it)",
+        soft_wrap=True,
     )
     try:
         anyio.run(functools.partial(serve_forever, server, show_credentials=True))
