@@ -250,7 +250,11 @@ def test_api_key_never_from_argv(
     ],
 )
 def test_two_readers_of_stdin_are_refused(
-    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path, args: list[str], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str],
+    illumass_server: FakeIllumass,
+    tmp_path: Path,
+    args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ILLUMASS_PASSWORD")
@@ -260,7 +264,9 @@ def test_two_readers_of_stdin_are_refused(
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_provision_refuses_a_used_out(env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path) -> None:
+def test_provision_refuses_a_used_out(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path
+) -> None:
     source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     source.write_text("a\nb\n")
     assert cli("api-keys", "provision", str(source), "--out", str(out)).exit_code == 0
@@ -278,9 +284,13 @@ def test_provision_refuses_a_used_out(env: dict[str, str], illumass_server: Fake
 def test_os_errors_are_one_line(env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("a\n")
-    line = one_line_error(cli("api-keys", "provision", str(source), "--out", str(tmp_path / "no/dir/o.jsonl")), 1)
+    line = one_line_error(
+        cli("api-keys", "provision", str(source), "--out", str(tmp_path / "no/dir/o.jsonl")), 1
+    )
     assert "No such file or directory" in line and "Errno" not in line
-    one_line_error(cli("api-keys", "provision", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")), 1)
+    one_line_error(
+        cli("api-keys", "provision", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")), 1
+    )
     one_line_error(cli("api-keys", "provision", str(tmp_path), "--out", str(tmp_path / "o")), 1)
     one_line_error(cli("api-keys", "delete", "--from-file", str(tmp_path / "missing")), 1)
     assert requests(illumass_server) == 0
@@ -345,7 +355,9 @@ def test_prune_revokes_expired_keys(
     assert set(illumass_server.api_keys) == {"new", "forever"}
 
 
-def test_refused_keys_explained_once(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_keys_explained_once(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with FakeIllumass(refresh_interval=0) as capped:  # Kuzzle's cap of 10 keys per user
         monkeypatch.setenv("ILLUMASS_BASE_URL", capped.url)
         source, out = tmp_path / "in.txt", tmp_path / "out.jsonl"

@@ -15,7 +15,7 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -64,7 +64,9 @@ TOKEN_WARNING = "This token is shown once and cannot be retrieved again: store i
 class Settings:
     """Global options, and the session cache they lead to."""
 
-    def __init__(self, base_url: str, email: str | None, api_key_file: str | None, password_stdin: bool) -> None:
+    def __init__(
+        self, base_url: str, email: str | None, api_key_file: str | None, password_stdin: bool
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.email = email
         self.api_key_file = api_key_file
@@ -230,7 +232,9 @@ def key_json(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def checked_expires_in(value: str | None, *, allow_never: bool = True, hint: str = "--expires-in") -> str | None:
+def checked_expires_in(
+    value: str | None, *, allow_never: bool = True, hint: str = "--expires-in"
+) -> str | None:
     if value is None:
         return None
     try:
@@ -319,13 +323,24 @@ def progress_bar(total: int | None) -> Progress:
 class App(click.Group):
     """The root group: every usage error, interrupt and exit is at most one line on stderr."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
-            hint = f" (see {exc.ctx.command_path} --help)" if isinstance(exc, click.UsageError) and exc.ctx else ""
+            hint = (
+                f" (see {exc.ctx.command_path} --help)"
+                if isinstance(exc, click.UsageError) and exc.ctx
+                else ""
+            )
             stderr.print(f"[red]error:[/] {escape(exc.format_message())}{hint}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
         except click.Abort:
@@ -368,7 +383,9 @@ def parse_fault(value: str) -> dict[str, Any]:
     kind, _, rest = value.partition(":")
     action, _, how = rest.partition(":")
     if kind not in FAULT_KINDS:
-        raise click.BadParameter(f"unknown kind {kind!r}; one of {', '.join(sorted(FAULT_KINDS))}", param_hint="--fault")
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; one of {', '.join(sorted(FAULT_KINDS))}", param_hint="--fault"
+        )
     fault: dict[str, Any] = {"kind": kind, "action": action or "*"}
     try:
         if how.startswith("x"):
@@ -378,7 +395,9 @@ def parse_fault(value: str) -> dict[str, Any]:
             if not 0 <= fault["probability"] <= 1:
                 raise ValueError
     except ValueError:
-        raise click.BadParameter(f"{how!r}: expected xN (N times) or a probability in [0, 1]", param_hint="--fault") from None
+        raise click.BadParameter(
+            f"{how!r}: expected xN (N times) or a probability in [0, 1]", param_hint="--fault"
+        ) from None
     if kind == "delay":
         fault["delay"] = 1.0
     return fault
@@ -396,7 +415,9 @@ def parse_cap(value: str) -> int | None:
     return cap
 
 
-FAULT_KINDS = frozenset({"status", "drop_before", "drop_after", "html_502", "truncated_json", "bare_json", "delay"})
+FAULT_KINDS = frozenset(
+    {"status", "drop_before", "drop_after", "html_502", "truncated_json", "bare_json", "delay"}
+)
 
 
 class ResetFilter(logging.Filter):
@@ -420,15 +441,24 @@ class ResetFilter(logging.Filter):
     "faults",
     multiple=True,
     metavar="KIND[:ACTION[:PROB|xN]]",
-    help="Inject a fault (repeatable), e.g. status:createApiKey:0.1 or drop_after:*:x3. "
-    "KIND: status (503 overloaded), drop_before, drop_after, html_502, truncated_json, bare_json, delay (1 s).",
+    help="Inject a fault (repeatable), e.g. status:createApiKey:0.1 or drop_after:*:x3. KIND: "
+    "status (503 overloaded), drop_before, drop_after, html_502, truncated_json, bare_json, delay (1 s).",
 )
 @click.option("--max-ttl", help="Login maxTTL, e.g. 1d (default: none).")
 @click.option("--api-key-max-ttl", help="API-key maxTTL, e.g. 30d (default: none).")
 @click.option("--clock-offset", default=0.0, help="Seconds added to the server's clock.")
-@click.option("--api-key-cap", default="10", show_default=True, help="Keys per user verified (Kuzzle >= 2.34: 10), or 'none'.")
 @click.option(
-    "--refresh-interval", default=1.0, show_default=True, type=click.FloatRange(0), help="Seconds between index refreshes; 0: immediate."
+    "--api-key-cap",
+    default="10",
+    show_default=True,
+    help="Keys per user verified (Kuzzle >= 2.34: 10), or 'none'.",
+)
+@click.option(
+    "--refresh-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between index refreshes; 0: immediate.",
 )
 @click.option("--seed", type=int, help="Seed for probabilistic faults.")
 def serve(
@@ -478,7 +508,8 @@ def serve(
     for name in ("aiohttp.server", "aiohttp.access", "aiohttp.internal", "asyncio"):
         logging.getLogger(name).addFilter(ResetFilter())
     stderr.print(
-        f"FakeIllumass: api-key cap {cap if cap is not None else 'none'}, refresh every {refresh_interval:g} s, "
+        f"FakeIllumass: api-key cap {'none' if cap is None else cap}, "
+        f"refresh every {refresh_interval:g} s, "
         f"{plural(len(rules), 'fault rule')} (Ctrl-C stops it)",
         soft_wrap=True,
     )
@@ -606,7 +637,11 @@ def report_deletes(results: list[DeleteResult]) -> None:
     """One line per failure, then a summary; exit 1 if any failed."""
     failed = [r for r in results if not r.ok]
     for result in failed:
-        stderr.print(f"[red]failed[/] {escape(result.key_id)}: {escape(str(result.error))}", markup=True, soft_wrap=True)
+        stderr.print(
+            f"[red]failed[/] {escape(result.key_id)}: {escape(str(result.error))}",
+            markup=True,
+            soft_wrap=True,
+        )
     stderr.print(f"revoked {len(results) - len(failed)}, failed {len(failed)}")
     if failed:
         raise SystemExit(1)
@@ -699,7 +734,7 @@ def open_input(path: str) -> IO[str]:
     if path == "-":
         return sys.stdin
     try:
-        return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller
+        return open(path, encoding="utf-8")  # closed by the caller
     except OSError as exc:
         fail(f"cannot read {path}: {describe(exc)}")
 
@@ -871,7 +906,10 @@ def demo(keys: int) -> None:
                 server.refresh()  # deletes show in searches at the next index refresh
                 remaining = (await client.auth.search_api_keys()).total
                 revoked = sum(d.ok for d in deleted)
-                say(f"[bold]6.[/] Revoked {revoked}/{len(ids)} keys concurrently; {remaining} remain on the server")
+                say(
+                    f"[bold]6.[/] Revoked {revoked}/{len(ids)} keys concurrently; "
+                    f"{remaining} remain on the server"
+                )
                 await client.auth.logout()
                 say("[bold]7.[/] Logged out; the session token is revoked")
             stats = server.stats
