@@ -428,3 +428,28 @@ def test_ctrl_c_during_provision_says_how_to_resume(tmp_path: Path) -> None:
         resumed = CliRunner(env=env).invoke(app, command.split()[1:], catch_exceptions=False)
         assert resumed.exit_code == 0, resumed.output
         assert f"skipped {written}" in resumed.stderr
+
+
+def test_logout_and_pipes_without_tracebacks(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    bad = {**os.environ, **env, "ILLUMASS_CONFIG_DIR": str(blocker / "sub")}
+    done = subprocess.run(
+        [sys.executable, "-m", "illumass.cli", "logout"], capture_output=True, text=True, env=bad, timeout=60
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: cannot delete the session cache")
+    assert len(done.stderr.splitlines()) == 1
+    assert cli("api-keys", "create", "k", "--id", "key-1").exit_code == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # a reader that has already gone, as `| head` does: the first write fails
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "illumass.cli", "api-keys", "list", "--format", "json"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -110,6 +110,13 @@ class Settings:
         root = os.environ.get("ILLUMASS_CONFIG_DIR") or click.get_app_dir("illumass")
         return Path(root) / "session.json"
 
+    def forget_session(self) -> None:
+        """Delete the session cache (a failure is one line, not a traceback)."""
+        try:
+            self.cache.unlink(missing_ok=True)
+        except OSError as exc:
+            fail(f"cannot delete the session cache {self.cache}: {describe(exc)}")
+
     def cached_session(self) -> dict[str, Any] | None:
         """The cached login for this base URL (and email), if it has not expired."""
         try:
@@ -198,7 +205,7 @@ def run(settings: Settings, job: Callable[[AsyncIllumass], Awaitable[T]], *, use
         fail("login rejected: wrong email or password")
     except AuthenticationError as exc:
         if not settings.api_key and settings.cached_session() is not None:
-            settings.cache.unlink(missing_ok=True)
+            settings.forget_session()
             fail("your session has expired or was revoked: run `illumass login`")
         fail(str(exc))
     except (IllumassError, ValueError, TypeError, OSError) as exc:
@@ -346,6 +353,10 @@ class App(click.Group):
         except click.Abort:
             stderr.print("interrupted")
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader (`| head`) left: stop quietly, and keep Python from failing to flush.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -552,7 +563,7 @@ def logout(settings: Settings) -> None:
     """Revoke the cached session token and delete the cache."""
     session = settings.cached_session()
     if session is None:
-        settings.cache.unlink(missing_ok=True)
+        settings.forget_session()
         stderr.print("Not logged in.")
         return
 
@@ -561,7 +572,7 @@ def logout(settings: Settings) -> None:
             await client.request("POST", "/logout")
 
     run(settings, job)
-    settings.cache.unlink(missing_ok=True)
+    settings.forget_session()
     stderr.print("Logged out.")
 
 
