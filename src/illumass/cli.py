@@ -181,18 +181,20 @@ class QuietSdkLog(logging.Handler):
         stderr.print(f"[yellow]warning:[/] {escape(record.getMessage())}", markup=True, soft_wrap=True)
 
 
-def quiet_sdk_log() -> None:
-    """Route the ``illumass`` logger to one-line warnings (Python's fallback adds no level)."""
-    logger = logging.getLogger("illumass")
-    if not any(isinstance(h, QuietSdkLog) for h in logger.handlers):
-        logger.addHandler(QuietSdkLog(logging.WARNING))
-        logger.propagate = False
+@contextlib.contextmanager
+def sdk_warnings() -> Iterator[None]:
+    """While a command runs, the ``illumass`` logger's warnings are one-line stderr messages
+    (else Python's last-resort handler would print them bare)."""
+    logger, handler = logging.getLogger("illumass"), QuietSdkLog(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def run(settings: Settings, job: Callable[[AsyncIllumass], Awaitable[T]], *, use_cache: bool = True) -> T:
     """Run ``job`` with a client, turning every failure into one line on stderr."""
-
-    quiet_sdk_log()
 
     async def main() -> T:
         async with settings.client(use_cache=use_cache) as client:
@@ -200,7 +202,8 @@ def run(settings: Settings, job: Callable[[AsyncIllumass], Awaitable[T]], *, use
 
     settings.api_key  # noqa: B018 - read --api-key-file now, so its errors come before any request
     try:
-        return anyio.run(main)
+        with sdk_warnings():
+            return anyio.run(main)
     except InvalidCredentialsError:
         fail("login rejected: wrong email or password")
     except AuthenticationError as exc:
@@ -926,9 +929,9 @@ def demo(keys: int) -> None:
             stats = server.stats
             say(f"Done: {sum(stats.requests.values())} requests, {stats.logins} login. See README.md.")
 
-    quiet_sdk_log()
     try:
-        anyio.run(main)
+        with sdk_warnings():
+            anyio.run(main)
     except (IllumassError, OSError) as exc:
         fail(describe(exc))
 
