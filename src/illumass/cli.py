@@ -849,7 +849,15 @@ def provision(
 
         try:
             run(settings, job)
-        except KeyboardInterrupt:
+            summary = f"created {counts['ok']}, failed {counts['failed']}"
+            if counts["rejected"]:
+                summary += (
+                    f" ({counts['rejected']} refused by the server's API-key cap: see the warning above)"
+                )
+            if skipped:
+                summary += f", skipped {skipped} already in {out}"
+            stderr.print(f"{summary}; results in {out}", soft_wrap=True)
+        except KeyboardInterrupt:  # also when Ctrl-C lands just after the last result
             bar.stop()
             stderr.print(
                 f"interrupted: {plural(counts['ok'] + counts['failed'], 'result')} written to {out} "
@@ -858,12 +866,6 @@ def provision(
             )
             stderr.print(resume_command(), soft_wrap=True, markup=False)
             raise SystemExit(130) from None
-    summary = f"created {counts['ok']}, failed {counts['failed']}"
-    if counts["rejected"]:
-        summary += f" ({counts['rejected']} refused by the server's API-key cap: see the warning above)"
-    if skipped:
-        summary += f", skipped {skipped} already in {out}"
-    stderr.print(f"{summary}; results in {out}", soft_wrap=True)
     if counts["failed"]:
         raise SystemExit(2)
 
