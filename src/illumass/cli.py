@@ -857,6 +857,9 @@ def provision(
             if skipped:
                 summary += f", skipped {skipped} already in {out}"
             stderr.print(f"{summary}; results in {out}", soft_wrap=True)
+            missing = len(origin) - counts["ok"] - counts["failed"]
+            if missing:  # the SDK promises one result per spec: never let a gap pass as success
+                fail(f"{plural(missing, 'input line')} got no result; run again with --resume")
         except KeyboardInterrupt:  # also when Ctrl-C lands just after the last result
             bar.stop()
             stderr.print(
