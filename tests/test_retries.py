@@ -136,10 +136,21 @@ async def test_lost_response_is_not_replayed_for_unsafe_calls(
     client: AsyncIllumass, server: FakeIllumass
 ) -> None:
     await client.auth.search_api_keys()
-    server.faults.add("drop_after", "logout")
+    server.faults.add("drop_after", "searchApiKeys")
     with pytest.raises(APIConnectionError):
-        await client.auth.logout()
-    assert server.stats.requests["logout"] == 1
+        await client.request("POST", "/api-keys/_search", json={})
+    assert server.stats.requests["searchApiKeys"] == 2
+    assert server.faults.fired("drop_after") == 1
+
+
+async def test_lost_logout_response_is_replayed(client: AsyncIllumass, server: FakeIllumass) -> None:
+    """Logging out twice is harmless: a lost answer is retried, and the session ends."""
+    await client.auth.search_api_keys()
+    assert client.auth.token is not None
+    session = client.auth.token.jwt.get_secret_value()
+    server.faults.add("drop_after", "logout")
+    await client.auth.logout()
+    assert server.stats.requests["logout"] == 2 and session not in server.sessions
 
 
 async def test_timeout_per_attempt(server: FakeIllumass) -> None:
@@ -220,7 +231,7 @@ async def test_redirects_are_not_followed(redirecting: tuple[str, list[str]]) ->
 # -- exactly-once creation ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["drop_after", "truncated_json", "bare_json"])
+@pytest.mark.parametrize("fault", ["drop_after", "truncated_json"])
 async def test_lost_create_response_yields_exactly_one_key(
     client: AsyncIllumass, server: FakeIllumass, fault: str
 ) -> None:
@@ -230,6 +241,18 @@ async def test_lost_create_response_yields_exactly_one_key(
     assert list(server.api_keys) == [key.id]
     assert key.token is not None and key.token.get_secret_value() == server.api_keys[key.id].token
     assert server.stats.requests["deleteApiKey"] == 1  # the orphan of the lost attempt
+
+
+async def test_unreadable_created_key_is_revoked_not_retried(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    """A 2xx whose body is not a key: the key it made is revoked, the call fails once."""
+    await client.auth.search_api_keys()
+    server.faults.add("bare_json", "createApiKey")
+    with pytest.raises(InvalidResponseError):
+        await client.auth.create_api_key("garbled")
+    assert server.faults.fired("bare_json") == 1
+    assert server.stats.requests["createApiKey"] == 1 and server.api_keys == {}
 
 
 async def test_lost_create_with_caller_id(client: AsyncIllumass, server: FakeIllumass) -> None:
@@ -260,6 +283,6 @@ async def test_response_lost_every_time_ends_in_an_error_and_no_key(
 ) -> None:
     await client.auth.search_api_keys()
     server.faults.add("drop_after", "createApiKey", times=1000)
-    with pytest.raises(IllumassError, match="its response was lost 3 times"):
+    with pytest.raises(IllumassError, match="responses were lost until the retry budget ran out"):
         await client.auth.create_api_key("never confirmed")
     assert server.api_keys == {}

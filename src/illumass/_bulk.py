@@ -1,7 +1,8 @@
 """Bulk provisioning: many API keys concurrently, each exactly once, usable, none lost.
 
 ``workers`` tasks pull specs one at a time from the caller's (async) iterable, so at most that many
-specs are read ahead and that many creates are in flight. Creates skip the server's refresh wait
+creates are in flight, and specs are read ahead by at most that many plus the keys awaiting
+visibility (at most ``_MAX_PENDING``). Creates skip the server's refresh wait
 (``refresh=false``, which would cap throughput at about ``workers`` keys per second); instead a
 visibility barrier searches for the new keys until the index shows them, which is when the server
 starts accepting them, and the same search reveals keys of other processes that got the same
@@ -44,7 +45,7 @@ _DONE: Final = object()
 _CAP: Final = 10  # keys per user that Kuzzle >= 2.34 verifies
 _POLL: Final = 0.2  # seconds between visibility searches
 _GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
-_MAX_PENDING: Final = 10_000  # keys awaiting visibility before workers wait
+_MAX_PENDING: Final = 2_000  # keys awaiting visibility before workers wait (bounds read-ahead)
 _CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
 _WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
 _CAP_ADVICE: Final = (

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -80,11 +81,15 @@ class Lifetimes:
         self._in_flight: dict[int, int] = {}
         self._second = 0  # the latest ``iat`` seen
         self._used: set[int] = set()  # lifetimes of keys issued in that second
+        self._seen_at = 0.0  # when that second was first seen (monotonic)
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
         self._tag = int.from_bytes(os.urandom(2), "big") % 999
 
-    def reserve(self, millis: float, *, tagged: bool = False) -> tuple[int, float]:
+    async def reserve(self, millis: float, *, tagged: bool = False) -> tuple[int, float]:
         """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``.
+
+        When every lifetime within the bound is taken (hundreds of keys in one second), this
+        waits for the server's next second rather than make a twin.
 
         ``tagged`` milliseconds carry a tag (1-999, distinct over this client's last 999 tagged
         creates) that the server stores as the key's ``ttl`` but leaves out of the token: it
@@ -99,14 +104,22 @@ class Lifetimes:
             if seconds > 1 and millis - seconds * 1000 < tag:
                 seconds -= 1
         shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
-        for shift in range(shift_max + 1):
-            candidate = seconds - shift
-            if candidate not in self._in_flight and candidate not in self._used:
+        while True:
+            if time.monotonic() - self._seen_at > 1.0:
+                self._used = set()  # the server's clock has left the second it was last seen in
+            free = (
+                c
+                for c in range(seconds, seconds - shift_max - 1, -1)
+                if c not in self._in_flight and c not in self._used
+            )
+            candidate = next(free, None)
+            if candidate is not None:
                 break
-        else:
-            candidate = seconds
+            await asyncio.sleep(0.05)
         self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
-        return candidate, min(candidate * 1000 + tag, millis) if tagged else millis - (seconds - candidate) * 1000
+        return candidate, min(candidate * 1000 + tag, millis) if tagged else millis - (
+            seconds - candidate
+        ) * 1000
 
     def release(self, seconds: int, key: ApiKey | None) -> bool:
         """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
@@ -121,6 +134,7 @@ class Lifetimes:
             return False
         if iat > self._second:
             self._second = iat
+            self._seen_at = time.monotonic()
             self._used = set()
             for old in [s for s in self._issued if s <= iat - _SECONDS_KEPT]:
                 del self._issued[old]
@@ -164,7 +178,7 @@ class KeyMaker:
         """
         body = orjson.dumps({"description": description})
         while True:
-            seconds, asked = self.lifetimes.reserve(millis, tagged=not generated)
+            seconds, asked = await self.lifetimes.reserve(millis, tagged=not generated)
             key: ApiKey | None = None
             try:
                 key = await self._create_once(body, asked, key_id, generated, refresh, trace)

@@ -132,10 +132,10 @@ def test_cli_password_from_env_and_api_key_mode(cli: Cli, kuzzle: Kuzzle, accoun
     assert done.returncode == 0, done.stderr
     token = json.loads(done.stdout)["token"]
     assert not cli.session.exists()  # no login command, no cached session
-    done = cli("--api-key", token, "api-keys", "list", "--json")
+    done = cli("api-keys", "list", "--json", env={"ILLUMASS_API_KEY": token})
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["description"] for line in done.stdout.splitlines()] == ["for the bot"]
-    done = cli("api-keys", "list", "--json", env={"ILLUMASS_API_KEY": token})
+    done = cli("--api-key-file", "-", "api-keys", "list", "--json", stdin=token + "\n")
     assert done.returncode == 0, done.stderr
 
 
