@@ -73,8 +73,10 @@ class Lifetimes:
     get distinct lifetimes whatever second the server stamps them with; a key issued in the
     server's latest known second reserves its lifetime for that second. So a key may be shortened
     by as many seconds as keys are in flight plus created in the same second, and never by more
-    than ``max(lifetime / 10, 60 s)`` plus the one second a tag may cost; past that bound the token is checked and, if it is a twin,
-    created again. Keys that never expire cannot be varied: their twins are always re-created.
+    than ``max(lifetime / 10, 60 s)`` plus the one second a tag may cost; when every lifetime
+    within that bound is taken, creates wait for the server's next second. A twin found anyway
+    (another client of the same user) is revoked and created again. Keys that never expire cannot
+    be varied: their twins are always re-created.
     """
 
     def __init__(self) -> None:
