@@ -8,14 +8,21 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
 from illumass import AsyncIllumass
 from illumass.testing import FakeIllumass
 
-FAST = {"retry_backoff": 0.001, "retry_backoff_max": 0.004}
+
+class Backoff(TypedDict):
+    retry_backoff: float
+    retry_backoff_max: float
+
+
+FAST: Backoff = {"retry_backoff": 0.001, "retry_backoff_max": 0.004}
+"""Client kwargs for tests that retry: milliseconds of backoff instead of seconds."""
 """Constructor arguments for retries that wait milliseconds, not seconds."""
 
 
@@ -40,7 +47,7 @@ async def client(server: FakeIllumass) -> AsyncIterator[AsyncIllumass]:
 
 
 @pytest.fixture
-def debug_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+def debug_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Every log record of every logger at DEBUG."""
     caplog.set_level(logging.DEBUG)
     return caplog

@@ -51,7 +51,11 @@ async def test_input_order_callbacks_and_concurrency(client: AsyncIllumass, serv
 
 
 async def test_specs_with_their_own_settings(client: AsyncIllumass, server: FakeIllumass) -> None:
-    specs = [ApiKeySpec("a", expires_in="2d", key_id="key-a"), ApiKeySpec("b", expires_in=-1), "c"]
+    specs: list[str | ApiKeySpec] = [
+        ApiKeySpec("a", expires_in="2d", key_id="key-a"),
+        ApiKeySpec("b", expires_in=-1),
+        "c",
+    ]
     results = await client.auth.create_api_keys(specs, expires_in="3h")
     assert next(r.api_key.id for r in results if r.api_key) == "key-a"
     ttls = [server.api_keys[r.api_key.id].ttl for r in results if r.api_key]

@@ -190,7 +190,7 @@ def test_bare_numbers_are_refused_with_a_way_out(bad: object) -> None:
 
 def test_bare_number_message_names_the_argument_and_what_the_server_would_do() -> None:
     with pytest.raises(ValueError) as info:
-        expires_in_param(3600, allow_never=False, name="login_expires_in")
+        expires_in_param(3600, allow_never=False, name="login_expires_in")  # type: ignore[arg-type]
     message = str(info.value)
     assert message.startswith("login_expires_in=3600 ")
     assert "3.6 s" in message

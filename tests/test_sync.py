@@ -8,8 +8,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,10 @@ def public(cls: type) -> list[str]:
 def test_same_surface_and_signatures() -> None:
     assert public(AsyncAuthAPI) == public(AuthAPI)
     assert set(public(AsyncIllumass)) - {"aclose"} == set(public(Illumass)) - {"close"}
-    pairs = [(AsyncIllumass.__init__, Illumass.__init__), (AsyncIllumass.request, Illumass.request)]
+    pairs: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
+        (AsyncIllumass.__init__, Illumass.__init__),
+        (AsyncIllumass.request, Illumass.request),
+    ]
     pairs += [
         (getattr(AsyncAuthAPI, n), getattr(AuthAPI, n))
         for n in public(AuthAPI)

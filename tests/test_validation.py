@@ -24,10 +24,10 @@ BAD_CALLS: list[tuple[str, Call, type[Exception]]] = [
     ("huge description", lambda c: c.auth.create_api_key("x" * (1024 * 1024)), ValueError),
     ("escaped huge description", lambda c: c.auth.create_api_key("\x01" * 200_000), ValueError),
     ("unparsable expires_in", lambda c: c.auth.create_api_key("d", expires_in="1h30m"), ValueError),
-    ("zero expires_in", lambda c: c.auth.create_api_key("d", expires_in=0), ValueError),
+    ("zero expires_in", lambda c: c.auth.create_api_key("d", expires_in=0), ValueError),  # type: ignore[arg-type]
     ("negative expires_in", lambda c: c.auth.create_api_key("d", expires_in="-5m"), ValueError),
     ("zero timedelta", lambda c: c.auth.create_api_key("d", expires_in=timedelta(0)), ValueError),
-    ("bool expires_in", lambda c: c.auth.create_api_key("d", expires_in=True), TypeError),
+    ("bool expires_in", lambda c: c.auth.create_api_key("d", expires_in=True), TypeError),  # type: ignore[arg-type]
     ("bare int expires_in", lambda c: c.auth.create_api_key("d", expires_in=3600), ValueError),  # type: ignore[arg-type]
     ("bare float expires_in", lambda c: c.auth.create_api_key("d", expires_in=3.6e6), ValueError),  # type: ignore[arg-type]
     ("unitless expires_in", lambda c: c.auth.create_api_key("d", expires_in="3600"), ValueError),

@@ -52,10 +52,8 @@ async def test_create_api_keys_capped_server(kuzzle: Kuzzle, account: Account) -
 async def test_create_api_keys_uncapped(kuzzle_uncapped: Kuzzle, uncapped_account: Account) -> None:
     server, account = kuzzle_uncapped, uncapped_account
     seen: list[int] = []
-    specs = [ApiKeySpec(f"device {i}", expires_in="2h") for i in range(25)] + [
-        ApiKeySpec("with id", key_id="bulk-own-id"),
-        "plain string",
-    ]
+    specs: list[str | ApiKeySpec] = [ApiKeySpec(f"device {i}", expires_in="2h") for i in range(25)]
+    specs += [ApiKeySpec("with id", key_id="bulk-own-id"), "plain string"]
     async with AsyncIllumass(server.url, email=account.email, password=account.password) as client:
         results = await client.auth.create_api_keys(
             specs, concurrency=8, on_result=lambda r: seen.append(r.index)

@@ -166,7 +166,7 @@ def test_cli_revoked_api_key(cli: Cli, kuzzle: Kuzzle, account: Account) -> None
     created = json.loads(done.stdout)
     done = cli("--email", account.email, "api-keys", "delete", created["id"], env=secret)
     assert done.returncode == 0, done.stderr
-    done = cli("--api-key", created["token"], "api-keys", "list")
+    done = cli("api-keys", "list", env={"ILLUMASS_API_KEY": created["token"]})
     assert done.returncode == 1
     assert "revoked" in done.stderr or "expired" in done.stderr
     assert created["token"] not in done.stderr

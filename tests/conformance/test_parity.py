@@ -6,7 +6,7 @@ is compared: the HTTP status, the body's shape (Kuzzle envelope, bare error obje
 for errors raised before routing, or other), the error id, and the set of keys of the result (plus
 the number of hits for searches). Any difference fails the test unless ALLOWED names the case with
 its reason; an ALLOWED case that no longer differs fails too (except harness artifacts), so the
-list stays true: once FakeIllumass matches, its PENDING entries must go.
+list stays true.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from .conftest import Kuzzle, Response, raw_request
 
 pytestmark = pytest.mark.kuzzle
 
-PENDING = "pending FakeIllumass parity"
 
 FRONT_ADDS_CONTENT_TYPE = (
     "harness artifact: shared/kuzzle/v4front.py forwards with aiohttp, which adds "
@@ -33,12 +32,6 @@ FRONT_ADDS_CONTENT_TYPE = (
 )
 
 ALLOWED: dict[str, str] = {
-    "_me no token": PENDING,  # real: 200, the anonymous user; fake: 401 security.rights.unauthorized
-    "bodiless octet-stream": PENDING,  # real: 400 bare network.http.unsupported_content; fake: 200
-    "search bad query": PENDING,  # real: services.storage.unexpected_bad_request; fake: invalid_query
-    "search body not an object": PENDING,  # real: unexpected_bad_request; fake: api.assert.invalid_type
-    "search fingerprint term": PENDING,  # real: 0 hits (fingerprint is not indexed); fake: 1
-    "search from+size over 10000": PENDING,  # real: 400 unexpected_bad_request; fake: 200
     "no content type": FRONT_ADDS_CONTENT_TYPE,
     "bodiless, no content type": FRONT_ADDS_CONTENT_TYPE,
 }
