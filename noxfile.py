@@ -10,9 +10,12 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (the soak test runs at its CI size; ILLUMASS_SOAK_KEYS=50000 for the full run)."""
+    """The test suite with branch coverage (the soak test runs at its CI size; ILLUMASS_SOAK_KEYS=50000
+    for the full run)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "-q")
+    session.run("coverage", "report")
 
 
 @nox.session
@@ -44,9 +47,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src/."""
-    session.install("-e", ".[cli]", "mypy>=1.10", "pytest")
-    session.run("mypy", "--strict", "src")
+    """mypy --strict on src/ and tests/."""
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy", "--strict", "src", "tests")
 
 
 @nox.session
