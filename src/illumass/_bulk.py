@@ -45,6 +45,8 @@ _DONE: Final = object()
 _CAP: Final = 10  # keys per user that Kuzzle >= 2.34 verifies
 _POLL: Final = 0.2  # seconds between visibility searches
 _GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
+_AHEAD: Final = 8  # rounds of creates (of ``workers`` each) made before the cap's verdict
+_REPLACEMENTS: Final = 10  # re-creations of one key whose token another client's key also has
 _MAX_PENDING: Final = 2_000  # keys awaiting visibility before workers wait (bounds read-ahead)
 _CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
 _WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
@@ -76,6 +78,7 @@ class _Made:
     since: float  # monotonic time of creation
     millis: float
     generated: bool
+    replaced: int = 0  # times re-created because another key had its token
 
 
 class Batch:
@@ -227,12 +230,12 @@ class Batch:
         return _Made(index, spec, key, trace, position, time.monotonic(), millis, spec.key_id is None)
 
     async def _await_verdict(self) -> None:
-        """Past the keys that can decide it, wait until the server's cap is known: keys it would
-        refuse are then never created."""
+        """Until the server's cap is known, create at most a few rounds of keys past the ones
+        that decide it: on a capped server, few keys are made only to be revoked."""
         while (
             self._accepted is None
             and not self.stopping
-            and self._existing + self._created + self._creating > _CAP + self.workers
+            and self._existing + self._created + self._creating > _CAP + _AHEAD * self.workers
         ):
             changed = self._changed
             with anyio.move_on_after(_POLL):
@@ -255,27 +258,27 @@ class Batch:
             await anyio.sleep(_POLL)
             if self.stopping:
                 return
-            batch = sorted(self._pending.values(), key=lambda made: made.index)
+            batch = list(self._pending.values())
             try:
                 hits = await self._search_expiries(batch)
             except IllumassError as exc:
                 log.warning("could not confirm new API keys (%s); retrying", exc)
                 continue
-            by_fingerprint: dict[str, list[str]] = {}
+            # Of keys sharing a token, the first made (then the lowest id) stays and the others
+            # are created again: every client of the user reaches the same decision.
+            first: dict[str, ApiKey] = {}
             for hit in hits:
-                by_fingerprint.setdefault(hit.fingerprint, []).append(hit.id)
+                kept = first.get(hit.fingerprint)
+                if hit.id not in self._replacing and (kept is None or _age(hit) < _age(kept)):
+                    first[hit.fingerprint] = hit
             visible = {hit.id for hit in hits}
             now = time.monotonic()
+            # A key that can tell whether the server caps keys per user goes first: once it says
+            # no, the keys near the cap need no check of their own.
+            batch.sort(key=lambda made: (not self._decides(made, visible), made.index))
             for made in batch:
                 if made.key.id in visible:
-                    twins = [
-                        i
-                        for i in by_fingerprint[made.key.fingerprint]
-                        if i != made.key.id and i not in self._replacing
-                    ]
-                    # Earlier keys were settled first: a twin still pending is a later key of this
-                    # batch, replaced in its turn; any other twin stays, and this key is replaced.
-                    if not all(i in self._pending for i in twins):
+                    if first[made.key.fingerprint].id != made.key.id:
                         del self._pending[made.key.id]
                         self._replacing.add(made.key.id)
                         tg.start_soon(self._replace, made)
@@ -284,6 +287,9 @@ class Batch:
                     continue
                 await self._settle(made, visible=made.key.id in visible)
             self._room.set()
+
+    def _decides(self, made: _Made, visible: set[str]) -> bool:
+        return self._accepted is None and made.position >= _CAP + self.workers and made.key.id in visible
 
     async def _settle(self, made: _Made, *, visible: bool) -> None:
         """Deliver a key once the server is known to accept it; revoke it if it does not.
@@ -345,9 +351,9 @@ class Batch:
     async def _replace_now(self, made: _Made) -> None:
         trace = made.trace
         try:
-            if not trace.spend():
+            if made.replaced >= _REPLACEMENTS:
                 raise IllumassError(
-                    "the server issued a token another key already has, and the retry budget ran out"
+                    f"the server issued a token another key already has {_REPLACEMENTS + 1} times"
                 )
             await self.keys.delete(made.key.id, trace, ours=True)
             self.keys.lifetimes.forget(made.key)
@@ -358,12 +364,15 @@ class Batch:
                 generated=made.generated,
                 refresh=False,
                 trace=trace,
+                scatter=True,
             )
         except IllumassError as exc:
             await self.keys.discard(made.key.id)
             await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
             return
-        self._pending[key.id] = attrs.evolve(made, key=key, since=time.monotonic())
+        self._pending[key.id] = attrs.evolve(
+            made, key=key, since=time.monotonic(), replaced=made.replaced + 1
+        )
 
     async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:
         """The keys whose ``expiresAt`` matches the token expiry of a key in ``batch``: the keys
@@ -394,12 +403,19 @@ class Batch:
 
     async def revoke_stranded(self) -> None:
         failed: list[str] = []
-        for key in self.stranded:
-            try:
-                await self.keys.delete(key.id, Trace(), ours=True)
-            except IllumassError as exc:
-                log.warning("could not revoke undelivered API key %s: %s", key.id, exc)
-                failed.append(key.id)
+        stranded = iter(self.stranded)
+
+        async def revoke() -> None:
+            for key in stranded:
+                try:
+                    await self.keys.delete(key.id, Trace(), ours=True)
+                except IllumassError as exc:
+                    log.warning("could not revoke undelivered API key %s: %s", key.id, exc)
+                    failed.append(key.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(self.workers, len(self.stranded))):
+                tg.start_soon(revoke)
         self.stranded.clear()
         if failed:
             self.fail(
@@ -523,6 +539,12 @@ async def delete_all(keys: KeyMaker, key_ids: list[str], workers: int) -> list[D
 
 def _rejected() -> ApiKeyRejectedError:
     return ApiKeyRejectedError(_CAP_ADVICE.format(cap=_CAP))
+
+
+def _age(key: ApiKey) -> tuple[float, str]:
+    """Sorts keys by creation, then id."""
+    created = key.created_at.timestamp() if key.created_at is not None else float("inf")
+    return created, key.id
 
 
 def _exp(key: ApiKey) -> int | None:

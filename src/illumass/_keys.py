@@ -23,6 +23,7 @@ import asyncio
 import logging
 import math
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -87,7 +88,9 @@ class Lifetimes:
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
         self._tag = int.from_bytes(os.urandom(2), "big") % 999
 
-    async def reserve(self, millis: float, *, tagged: bool = False) -> tuple[int, float]:
+    async def reserve(
+        self, millis: float, *, tagged: bool = False, scatter: bool = False
+    ) -> tuple[int, float]:
         """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``.
 
         When every lifetime within the bound is taken (hundreds of keys in one second), this
@@ -109,12 +112,10 @@ class Lifetimes:
         while True:
             if time.monotonic() - self._seen_at > 1.0:
                 self._used = set()  # the server's clock has left the second it was last seen in
-            free = (
-                c
-                for c in range(seconds, seconds - shift_max - 1, -1)
-                if c not in self._in_flight and c not in self._used
-            )
-            candidate = next(free, None)
+            span = shift_max + 1
+            start = secrets.randbelow(span) if scatter else 0
+            order = (seconds - (start + k) % span for k in range(span))
+            candidate = next((c for c in order if c not in self._in_flight and c not in self._used), None)
             if candidate is not None:
                 break
             await asyncio.sleep(0.05)
@@ -170,8 +171,12 @@ class KeyMaker:
         generated: bool,
         refresh: bool = True,
         trace: Trace,
+        scatter: bool = False,
     ) -> ApiKey:
         """One key with a token no other key of this client has; see the module's docstring.
+
+        ``scatter`` picks a random free lifetime within the bound: a key re-created because
+        another client's key has its token is unlikely to meet that client's lifetimes again.
 
         ``trace.retries_left`` is the budget shared by every request this takes: each retry costs
         one unit, and so does each revoke-and-create-again after the first, so at most
@@ -180,7 +185,7 @@ class KeyMaker:
         """
         body = orjson.dumps({"description": description})
         while True:
-            seconds, asked = await self.lifetimes.reserve(millis, tagged=not generated)
+            seconds, asked = await self.lifetimes.reserve(millis, tagged=not generated, scatter=scatter)
             key: ApiKey | None = None
             try:
                 key = await self._create_once(body, asked, key_id, generated, refresh, trace)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from illumass import ApiKey, ApiKeySpec, AsyncIllumass, ProvisionResult
+from illumass import ApiKey, ApiKeyRejectedError, ApiKeySpec, AsyncIllumass, ProvisionResult
 
 from .conftest import Account, Kuzzle, grew
 
@@ -41,12 +41,15 @@ def check_delivered(server: Kuzzle, account: Account, results: Sequence[Provisio
 
 
 async def test_create_api_keys_capped_server(kuzzle: Kuzzle, account: Account) -> None:
-    """12 keys for one user on the production-like server (keys past the 10th are not verified)."""
+    """30 keys for one user on the production-like server, which verifies a user's first 10 keys
+    only: 10 delivered, the rest refused with ApiKeyRejectedError, and none of those left behind."""
     async with AsyncIllumass(kuzzle.url, email=account.email, password=account.password) as client:
-        results = await client.auth.create_api_keys([f"capped {i}" for i in range(12)], concurrency=4)
-    assert [r.index for r in results] == list(range(12))
-    assert [r.spec.description for r in results] == [f"capped {i}" for i in range(12)]
-    check_delivered(kuzzle, account, results)
+        results = await client.auth.create_api_keys([f"capped {i}" for i in range(30)], concurrency=4)
+    assert [r.index for r in results] == list(range(30))
+    assert [r.spec.description for r in results] == [f"capped {i}" for i in range(30)]
+    refused = [r.error for r in results if not r.ok]
+    assert all(isinstance(e, ApiKeyRejectedError) and "first 10 API keys" in str(e) for e in refused)
+    assert len(check_delivered(kuzzle, account, results)) == 10
 
 
 async def test_create_api_keys_uncapped(kuzzle_uncapped: Kuzzle, uncapped_account: Account) -> None:
