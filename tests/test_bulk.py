@@ -243,3 +243,25 @@ async def test_timeout_starts_once_a_connection_slot_is_taken(server: FakeIlluma
         )
     assert all(r.ok for r in results)  # 6 waves of 0.15 s: queueing did not count against the 0.5 s
     assert server.stats.max_in_flight <= 2
+
+
+async def test_two_clients_of_one_user_never_share_a_token(server: FakeIllumass) -> None:
+    """Each client varies lifetimes on its own, so their keys collide in the same second: the
+    barrier finds the other client's twins on the server and re-creates the newer key."""
+    server.refresh_interval = 0.2
+    results: list[ProvisionResult] = []
+
+    async def one_client(name: str) -> None:
+        async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as client:
+            results.extend(
+                await client.auth.create_api_keys([f"{name} {i}" for i in range(200)], concurrency=8)
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_client, "left")
+        tg.start_soon(one_client, "right")
+    assert len(results) == 400 and all(r.ok for r in results), {str(r.error) for r in results if not r.ok}
+    tokens = [r.api_key.token.get_secret_value() for r in results if r.api_key and r.api_key.token]
+    assert len(set(tokens)) == 400 and all(server.accepts(t) for t in tokens)
+    assert_exactly(server, results)
+    assert server.stats.requests["deleteApiKey"] > 0  # twins were met and replaced

@@ -47,6 +47,7 @@ _POLL: Final = 0.2  # seconds between visibility searches
 _GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
 _AHEAD: Final = 8  # rounds of creates (of ``workers`` each) made before the cap's verdict
 _REPLACEMENTS: Final = 10  # re-creations of one key whose token another client's key also has
+_SETTLE: Final = 1.2  # seconds a key stays visible before delivery once another client is seen
 _MAX_PENDING: Final = 2_000  # keys awaiting visibility before workers wait (bounds read-ahead)
 _CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
 _WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
@@ -79,6 +80,7 @@ class _Made:
     millis: float
     generated: bool
     replaced: int = 0  # times re-created because another key had its token
+    seen: float | None = None  # monotonic time it was first found visible
 
 
 class Batch:
@@ -105,6 +107,7 @@ class Batch:
         self.deliver: Callable[[ProvisionResult], Awaitable[None]] | None = None
         self._pending: dict[str, _Made] = {}
         self._replacing: set[str] = set()  # ids being revoked and created again
+        self._careful = False  # another client makes this user's keys: settle only after _SETTLE
         self._room = anyio.Event()
         self._arrived = anyio.Event()
         self._workers_left = workers
@@ -267,8 +270,11 @@ class Batch:
             # Of keys sharing a token, the first made (then the lowest id) stays and the others
             # are created again: every client of the user reaches the same decision.
             first: dict[str, ApiKey] = {}
+            twinned: set[str] = set()
             for hit in hits:
                 kept = first.get(hit.fingerprint)
+                if kept is not None:
+                    twinned.add(hit.fingerprint)
                 if hit.id not in self._replacing and (kept is None or _age(hit) < _age(kept)):
                     first[hit.fingerprint] = hit
             visible = {hit.id for hit in hits}
@@ -276,12 +282,22 @@ class Batch:
             # A key that can tell whether the server caps keys per user goes first: once it says
             # no, the keys near the cap need no check of their own.
             batch.sort(key=lambda made: (not self._decides(made, visible), made.index))
+            # An older twin of another client may be indexed just after the refresh that showed
+            # ours: once another client shows up, a key must stay first for over a refresh.
+            self._careful = self._careful or any(
+                hit.fingerprint in twinned and hit.id not in self._pending and hit.id not in self._replacing
+                for hit in hits
+            )
             for made in batch:
                 if made.key.id in visible:
                     if first[made.key.fingerprint].id != made.key.id:
                         del self._pending[made.key.id]
                         self._replacing.add(made.key.id)
                         tg.start_soon(self._replace, made)
+                        continue
+                    if made.seen is None:
+                        made.seen = now
+                    if self._careful and now - made.seen < _SETTLE:
                         continue
                 elif now - made.since < _GIVE_UP:
                     continue
@@ -371,7 +387,7 @@ class Batch:
             await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
             return
         self._pending[key.id] = attrs.evolve(
-            made, key=key, since=time.monotonic(), replaced=made.replaced + 1
+            made, key=key, since=time.monotonic(), replaced=made.replaced + 1, seen=None
         )
 
     async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:

@@ -202,7 +202,7 @@ async def test_expired_key_is_refused(kuzzle: Kuzzle, account: Account) -> None:
         await anyio.sleep(0.25)
     refused = kuzzle.me(token).body["error"]
     assert refused["id"] == "security.token.invalid"  # Kuzzle >= 2.34 says invalid, not expired
-    async with AsyncIllumass(kuzzle.url, session_token=token) as bot:
+    async with AsyncIllumass(kuzzle.url, api_key=token) as bot:
         with pytest.raises(AuthenticationError) as caught:
             await bot.auth.search_api_keys()
         assert caught.value.status == 401
