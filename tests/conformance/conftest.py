@@ -485,3 +485,37 @@ def account(kuzzle: Kuzzle) -> Iterator[Account]:
 def uncapped_account(kuzzle_uncapped: Kuzzle) -> Iterator[Account]:
     """A fresh user on `kuzzle_uncapped`, for this test only."""
     yield from _account(kuzzle_uncapped)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+class Cli:
+    """`python -m illumass.cli --base-url URL ...`, its own config directory, no ILLUMASS_* from outside."""
+
+    def __init__(self, server: Kuzzle, account: Account, config: Path) -> None:
+        self.server, self.account, self.config = server, account, config
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ILLUMASS_")}
+        self.env["ILLUMASS_CONFIG_DIR"] = str(config)
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "illumass.cli", "--base-url", self.server.url, *args],
+            input=stdin if stdin is not None else "",
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    @property
+    def session(self) -> Path:
+        return self.config / "session.json"
+
+
+@pytest.fixture
+def cli(kuzzle: Kuzzle, account: Account, tmp_path: Path) -> Cli:
+    return Cli(kuzzle, account, tmp_path / "config")

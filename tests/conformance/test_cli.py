@@ -3,48 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import Account, Kuzzle
+from .conftest import Account, Cli, Kuzzle
 
 pytestmark = pytest.mark.kuzzle
-
-
-class Cli:
-    """`python -m illumass.cli --base-url URL ...`, its own config directory, no ILLUMASS_* from outside."""
-
-    def __init__(self, server: Kuzzle, account: Account, config: Path) -> None:
-        self.server, self.account, self.config = server, account, config
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ILLUMASS_")}
-        self.env["ILLUMASS_CONFIG_DIR"] = str(config)
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "illumass.cli", "--base-url", self.server.url, *args],
-            input=stdin if stdin is not None else "",
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    @property
-    def session(self) -> Path:
-        return self.config / "session.json"
-
-
-@pytest.fixture
-def cli(kuzzle: Kuzzle, account: Account, tmp_path: Path) -> Cli:
-    return Cli(kuzzle, account, tmp_path / "config")
 
 
 def test_cli_round_trip(cli: Cli, kuzzle: Kuzzle, account: Account, tmp_path: Path) -> None:
