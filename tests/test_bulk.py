@@ -14,6 +14,7 @@ from illumass import (
     AsyncIllumass,
     IllumassError,
     InvalidSpecError,
+    NotFoundError,
     ProvisionResult,
 )
 from illumass._bulk import _MAX_PENDING
@@ -265,3 +266,18 @@ async def test_two_clients_of_one_user_never_share_a_token(server: FakeIllumass)
     assert len(set(tokens)) == 400 and all(server.accepts(t) for t in tokens)
     assert_exactly(server, results)
     assert server.stats.requests["deleteApiKey"] > 0  # twins were met and replaced
+
+
+async def test_delete_api_keys_revokes_concurrently_with_per_id_results(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    """One result per id, in input order; a missing id fails alone; requests overlap."""
+    made = await client.auth.create_api_keys([f"k{i}" for i in range(40)])
+    ids = [r.api_key.id for r in made if r.api_key]
+    server.latency = 0.02
+    server.stats.max_in_flight = 0
+    results = await client.auth.delete_api_keys([*ids[:20], "missing", *ids[20:]], concurrency=8)
+    assert [r.key_id for r in results] == [*ids[:20], "missing", *ids[20:]]
+    assert [r.ok for r in results].count(False) == 1 and isinstance(results[20].error, NotFoundError)
+    assert server.api_keys == {}
+    assert 4 <= server.stats.max_in_flight <= 8
