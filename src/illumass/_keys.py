@@ -93,22 +93,24 @@ class Lifetimes:
     ) -> tuple[int, float]:
         """(seconds reserved, milliseconds to ask for) for a key that should live ``millis``.
 
-        When every lifetime within the bound is taken (hundreds of keys in one second), this
-        waits for the server's next second rather than make a twin.
+        When every lifetime within the bound is taken (hundreds of keys in one second, or a
+        second key that never expires), this waits for the server's next second rather than make
+        a twin.
 
         ``tagged`` milliseconds carry a tag (1-999, distinct over this client's last 999 tagged
         creates) that the server stores as the key's ``ttl`` but leaves out of the token: it
         identifies the create that made a key with a caller's id. It may cost one more second.
         """
-        if millis == NEVER:
-            return -1, NEVER
-        seconds = int(millis // 1000)
         tag = 0
-        if tagged:
-            tag = self._tag = self._tag % 999 + 1
-            if seconds > 1 and millis - seconds * 1000 < tag:
-                seconds -= 1
-        shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
+        if millis == NEVER:  # one lifetime only: one such key per second
+            seconds, shift_max = -1, 0
+        else:
+            seconds = int(millis // 1000)
+            if tagged:
+                tag = self._tag = self._tag % 999 + 1
+                if seconds > 1 and millis - seconds * 1000 < tag:
+                    seconds -= 1
+            shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
         while True:
             if time.monotonic() - self._seen_at > 1.0:
                 self._used = set()  # the server's clock has left the second it was last seen in
@@ -120,9 +122,11 @@ class Lifetimes:
                 break
             await asyncio.sleep(0.05)
         self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
-        return candidate, min(candidate * 1000 + tag, millis) if tagged else millis - (
-            seconds - candidate
-        ) * 1000
+        if millis == NEVER:
+            return candidate, NEVER
+        if tagged:
+            return candidate, min(candidate * 1000 + tag, millis)
+        return candidate, millis - (seconds - candidate) * 1000
 
     def release(self, seconds: int, key: ApiKey | None) -> bool:
         """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
@@ -141,8 +145,8 @@ class Lifetimes:
             self._used = set()
             for old in [s for s in self._issued if s <= iat - _SECONDS_KEPT]:
                 del self._issued[old]
-        if iat == self._second and isinstance(exp, int):
-            self._used.add(exp - iat)
+        if iat == self._second:
+            self._used.add(exp - iat if isinstance(exp, int) else -1)
         issued = self._issued.setdefault(iat, {})
         other = issued.setdefault(key.fingerprint, key.id)
         return other != key.id
