@@ -23,7 +23,6 @@ class Backoff(TypedDict):
 
 FAST: Backoff = {"retry_backoff": 0.001, "retry_backoff_max": 0.004}
 """Client kwargs for tests that retry: milliseconds of backoff instead of seconds."""
-"""Constructor arguments for retries that wait milliseconds, not seconds."""
 
 
 @pytest.fixture

@@ -242,6 +242,8 @@ class KeyMaker:
             except IllumassError:
                 if trace.proven or (generated and trace.maybe_reached):
                     await self.discard(key_id)
+                elif trace.maybe_reached and await self._on_record(key_id, body, millis):
+                    await self.discard(key_id)  # a caller's id, but the record proves the key ours
                 raise
             try:
                 return _created_key(result)
