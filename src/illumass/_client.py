@@ -316,10 +316,10 @@ class AsyncIllumass:
     (servers before 2.14). ``timeout`` is seconds per attempt; ``max_retries`` applies to
     connection failures, 429 and 502-504 (and 500 for creates), with exponential backoff from
     ``retry_backoff`` seconds up to ``retry_backoff_max``.
-    Responses over ``max_response_size`` bytes (decompressed) are refused. Proxies and ``.netrc``
-    come from the environment (``trust_env``); ``ssl_context`` sets TLS; ``http_session`` lends
-    an aiohttp session of your own (not closed by the client). Plain ``http://`` is refused
-    except to loopback unless ``allow_insecure_http``.
+    Responses over ``max_response_size`` bytes (decompressed) are refused. A proxy comes from
+    the environment (``HTTPS_PROXY``, ``NO_PROXY``...; ``trust_env``), read once per session;
+    ``ssl_context`` sets TLS; ``http_session`` lends an aiohttp session of your own (not closed
+    by the client). Plain ``http://`` is refused except to loopback unless ``allow_insecure_http``.
     """
 
     def __init__(
