@@ -8,6 +8,7 @@ seconds: ``expires_in=3600`` would make a key that dies after 3.6 s. So duration
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import timedelta
@@ -114,6 +115,7 @@ def expires_in_param(value: ExpiresIn, *, allow_never: bool, name: str = "expire
     return value if isinstance(value, str) else str(int(millis))
 
 
+@functools.lru_cache(maxsize=256)  # a program asks for the same few lifetimes on every create
 def _parse(text: str) -> tuple[float, str | None] | None:
     """(milliseconds, unit as written or None) as ``ms`` reads ``text``; None where it gives up."""
     if len(text) > _MAX_LENGTH:

@@ -84,6 +84,7 @@ class Lifetimes:
         self._in_flight: dict[int, int] = {}
         self._second = 0  # the latest ``iat`` seen
         self._used: set[int] = set()  # lifetimes of keys issued in that second
+        self._next_shift: dict[int, int] = {}  # lifetime asked -> where its next scan starts
         self._seen_at = 0.0  # when that second was first seen (monotonic)
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
         self._tag = int.from_bytes(os.urandom(2), "big") % 999
@@ -111,22 +112,29 @@ class Lifetimes:
                 if seconds > 1 and millis - seconds * 1000 < tag:
                     seconds -= 1
             shift_max = min(seconds - 1, max(seconds // _SHIFT_SHARE, _SHIFT_MIN))
+        span = shift_max + 1
         while True:
             if time.monotonic() - self._seen_at > 1.0:
-                self._used = set()  # the server's clock has left the second it was last seen in
-            span = shift_max + 1
-            start = secrets.randbelow(span) if scatter else 0
+                self._forget_second()  # the server's clock has left the second it was last seen in
+            # Start past the shifts this second already took: a scan from 0 grew with every key.
+            start = secrets.randbelow(span) if scatter else self._next_shift.get(seconds, 0)
             order = (seconds - (start + k) % span for k in range(span))
             candidate = next((c for c in order if c not in self._in_flight and c not in self._used), None)
             if candidate is not None:
                 break
             await asyncio.sleep(0.05)
+        if not scatter:
+            self._next_shift[seconds] = (seconds - candidate + 1) % span
         self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
         if millis == NEVER:
             return candidate, NEVER
         if tagged:
             return candidate, min(candidate * 1000 + tag, millis)
         return candidate, millis - (seconds - candidate) * 1000
+
+    def _forget_second(self) -> None:
+        self._used = set()
+        self._next_shift.clear()
 
     def release(self, seconds: int, key: ApiKey | None) -> bool:
         """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
@@ -142,7 +150,7 @@ class Lifetimes:
         if iat > self._second:
             self._second = iat
             self._seen_at = time.monotonic()
-            self._used = set()
+            self._forget_second()
             for old in [s for s in self._issued if s <= iat - _SECONDS_KEPT]:
                 del self._issued[old]
         if iat == self._second:

@@ -173,6 +173,8 @@ class Transport:
         declared = response.content_length
         if declared is not None and declared > self._max_size:
             raise _TooLarge(self._max_size)
+        if declared is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # read as declared: the limit is already checked
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():
