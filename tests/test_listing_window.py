@@ -29,7 +29,8 @@ def seed(server: FakeIllumass, count: int, *, expires_at: float | None = None, p
         key_id = f"{prefix}{i:06d}"
         ttl = -1 if expiry == -1 else expiry - now
         parity = "odd" if i % 2 else "even"
-        key = StoredApiKey(key_id, server.user_id(), f"{prefix} {parity}", "t", f"fp{key_id}", expiry, ttl, now)
+        description = f"{prefix} {parity}"
+        key = StoredApiKey(key_id, server.user_id(), description, "t", f"fp{key_id}", expiry, ttl, now)
         server.index.add(key)
         ids.add(key_id)
     server.index.refresh()
