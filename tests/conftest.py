@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -78,6 +79,9 @@ def served(*args: str) -> Iterator[str]:
     try:
         yield proc.stdout.readline().strip()
     finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stdout.close()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the server stops cleanly and exits 0
+        try:
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.stdout.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ import pytest
 
 from illumass._jwt import claims
 from illumass.testing import FakeIllumass, StoredApiKey
+from illumass.testing.__main__ import main as testing_main
+from illumass.testing.__main__ import parse_cap
 
 from .conftest import http, served
 
@@ -1026,6 +1029,27 @@ def test_module_entry_point_prints_credentials() -> None:
         lines = [proc.stdout.readline() for _ in range(2)]
         assert "demo@illumass.test" in lines[1] and "demo-password" in lines[1], lines
     finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stdout.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--user", "no-colon"], ["--user", ":pw"], ["--api-key-cap", "many"], ["--api-key-cap", "-1"]],
+)
+def test_module_entry_point_refuses_bad_arguments(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        testing_main(args)
+    assert exit_.value.code == 2
+    assert "expected" in capsys.readouterr().err
+
+
+def test_api_key_cap_values() -> None:
+    assert parse_cap("none") is None and parse_cap("NONE") is None
+    assert parse_cap("0") == 0 and parse_cap("25") == 25

@@ -7,8 +7,7 @@ import time
 import pytest
 
 from illumass import AsyncIllumass, IllumassError
-from illumass.testing import FakeIllumass
-from illumass.testing._store import StoredApiKey
+from illumass.testing import FakeIllumass, StoredApiKey
 
 pytestmark = pytest.mark.anyio
 
