@@ -536,7 +536,12 @@ def serve(
 
 
 @app.command()
-@click.option("--expires-in", default="1h", show_default=True, help="Session lifetime (ms grammar).")
+@click.option(
+    "--expires-in",
+    default="1h",
+    show_default=True,
+    help="Session lifetime: a duration with a unit ('8h', '30m').",
+)
 @click.pass_obj
 def login(settings: Settings, expires_in: str) -> None:
     """Log in and cache the session token (0600) for later commands."""
@@ -586,7 +591,9 @@ def api_keys() -> None:
 
 @api_keys.command("create")
 @click.argument("description")
-@click.option("--expires-in", help="Lifetime in the ms grammar ('30d'); -1 never expires. Default 1h.")
+@click.option(
+    "--expires-in", help="Lifetime: a duration with a unit ('30d', '1h'); -1 never expires. Default 1h."
+)
 @click.option("--id", "key_id", help="The key's id (generated when omitted).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
