@@ -22,7 +22,7 @@ import pytest
 
 from illumass._jwt import claims
 from illumass.testing import FakeIllumass, StoredApiKey
-from illumass.testing.__main__ import main as testing_main
+from illumass.testing.__main__ import main as fake_main
 from illumass.testing.__main__ import parse_cap
 
 from .conftest import http, served
@@ -1045,7 +1045,7 @@ def test_module_entry_point_refuses_bad_arguments(
     args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        testing_main(args)
+        fake_main(args)
     assert exit_.value.code == 2
     assert "expected" in capsys.readouterr().err
 
