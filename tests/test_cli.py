@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from illumass.cli import app
+from illumass.cli import ResetFilter, app, parse_fault, resume_command
 from illumass.testing import FakeIllumass
 
 from .conftest import http, served
@@ -453,3 +454,121 @@ def test_logout_and_pipes_without_tracebacks(
         os.close(write_end)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_credentials_missing_or_unusable(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-key"
+    empty.write_text("\n")
+    assert "is empty" in one_line_error(cli("--api-key-file", str(empty), "api-keys", "list"), 1)
+    monkeypatch.setenv("ILLUMASS_API_KEY", "kapikey-x.y.z")
+    assert "login uses email and password" in one_line_error(cli("login"), 1)
+    monkeypatch.delenv("ILLUMASS_API_KEY")
+    monkeypatch.delenv("ILLUMASS_PASSWORD")
+    assert "no password" in one_line_error(cli("api-keys", "list"), 1)  # stdin is not a terminal
+    monkeypatch.delenv("ILLUMASS_EMAIL")
+    assert "no email" in one_line_error(cli("api-keys", "list"), 1)
+    assert requests(illumass_server) == 0
+
+
+def test_a_cached_session_is_used_only_for_its_email_and_while_valid(
+    env: dict[str, str], illumass_server: FakeIllumass
+) -> None:
+    assert cli("login").exit_code == 0
+    cache = Path(env["ILLUMASS_CONFIG_DIR"]) / "session.json"
+    assert cli("--email", "other@example.com", "api-keys", "list").exit_code == 1  # not theirs
+    assert illumass_server.stats.requests["login"] == 2  # it tried its own login: no reuse
+    session = json.loads(cache.read_text())
+    session["expires_at"] = time.time() + 5  # about to expire: log in afresh
+    cache.write_text(json.dumps(session))
+    assert cli("api-keys", "list").exit_code == 0
+    assert illumass_server.stats.requests["login"] == 3
+
+
+def test_logout_when_not_logged_in(env: dict[str, str], illumass_server: FakeIllumass) -> None:
+    result = cli("logout")
+    assert result.exit_code == 0 and "Not logged in." in result.output
+    assert requests(illumass_server) == 0
+
+
+def test_serve_refuses_bad_options_and_a_busy_port() -> None:
+    for args, message in [
+        (["--fault", "bogus"], "unknown kind 'bogus'"),
+        (["--fault", "status:*:x"], "expected xN"),
+        (["--fault", "status:*:1.5"], "expected xN"),
+        (["--api-key-cap", "lots"], "expected a number >= 0 or 'none'"),
+        (["--api-key-cap", "-3"], "expected a number >= 0 or 'none'"),
+        (["--user", "no-password"], "expected EMAIL:PASSWORD"),
+        (["--max-ttl", "3600"], "no unit"),
+    ]:
+        assert message in one_line_error(cli("serve", "--port", "0", *args), 2), args
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", "--port", str(port))
+        assert result.exit_code == 1
+        assert result.stderr.splitlines()[-1].startswith(f"error: cannot serve on 127.0.0.1:{port}: ")
+
+
+def test_fault_rules_of_serve() -> None:
+    assert parse_fault("delay") == {"kind": "delay", "action": "*", "delay": 1.0}
+    assert parse_fault("drop_after:createApiKey:x3") == {
+        "kind": "drop_after",
+        "action": "createApiKey",
+        "times": 3,
+    }
+    assert parse_fault("status::0.25") == {"kind": "status", "action": "*", "probability": 0.25}
+
+
+def test_reset_filter_drops_only_client_resets() -> None:
+    def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, message, (), exc_info)
+
+    reset = ResetFilter()
+    assert not reset.filter(record("Error handling request", ConnectionResetError()))
+    assert not reset.filter(record("Connection reset by peer"))
+    assert not reset.filter(record("Connection lost"))
+    assert reset.filter(record("Error handling request", ValueError("a real bug")))
+
+
+def test_provision_options_that_contradict_or_cannot_work(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("a\n\n   \nb\n")  # blank lines are skipped
+    out = tmp_path / "o.jsonl"
+    both = cli("api-keys", "provision", str(source), "--out", str(out), "--resume", "--overwrite")
+    assert "give one" in one_line_error(both, 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "cannot use --out" in one_line_error(
+        cli("api-keys", "provision", str(source), "--out", str(blocker / "o.jsonl")), 1
+    )
+    assert requests(illumass_server) == 0
+    # --resume with no OUT yet simply starts; a line cut short by a crash is not a result.
+    assert cli("api-keys", "provision", str(source), "--out", str(out), "--resume").exit_code == 0
+    assert len(illumass_server.api_keys) == 2
+    with out.open("a") as file:
+        file.write('{"index": 9, "descr')
+    result = cli("api-keys", "provision", str(source), "--out", str(out), "--resume")
+    assert result.exit_code == 0 and "skipped 2" in result.output
+    assert len(illumass_server.api_keys) == 2
+
+
+def test_provision_csv_skips_blank_rows(
+    env: dict[str, str], illumass_server: FakeIllumass, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("alpha,1h\n,\n\nbeta\n")
+    assert cli("api-keys", "provision", str(source), "--out", str(tmp_path / "o.jsonl")).exit_code == 0
+    assert sorted(k.description for k in illumass_server.api_keys.values()) == ["alpha", "beta"]
+
+
+def test_resume_command_keeps_one_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["illumass", "api-keys", "provision", "in", "--out", "o", "--overwrite"])
+    assert resume_command() == "illumass api-keys provision in --out o --resume"
+    monkeypatch.setattr(sys, "argv", ["illumass", "api-keys", "provision", "in", "--out", "o", "--resume"])
+    assert resume_command() == "illumass api-keys provision in --out o --resume"
