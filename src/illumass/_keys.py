@@ -85,7 +85,7 @@ class Lifetimes:
         self._second = 0  # the latest ``iat`` seen
         self._used: set[int] = set()  # lifetimes of keys issued in that second
         self._next_shift: dict[int, int] = {}  # lifetime asked -> where its next scan starts
-        self._seen_at = 0.0  # when that second was first seen (monotonic)
+        self._seen_at = 0.0  # when a key of that second was last seen (monotonic)
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
         self._tag = int.from_bytes(os.urandom(2), "big") % 999
 
@@ -149,12 +149,12 @@ class Lifetimes:
             return False
         if iat > self._second:
             self._second = iat
-            self._seen_at = time.monotonic()
             self._forget_second()
             for old in [s for s in self._issued if s <= iat - _SECONDS_KEPT]:
                 del self._issued[old]
         if iat == self._second:
             self._used.add(exp - iat if isinstance(exp, int) else -1)
+            self._seen_at = time.monotonic()  # still this second (or back in it): keep its lifetimes
         issued = self._issued.setdefault(iat, {})
         other = issued.setdefault(key.fingerprint, key.id)
         return other != key.id
