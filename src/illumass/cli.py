@@ -430,7 +430,16 @@ def parse_cap(value: str) -> int | None:
 
 
 FAULT_KINDS = frozenset(
-    {"status", "drop_before", "drop_after", "html_502", "truncated_json", "bare_json", "delay"}
+    {
+        "status",
+        "status_after",
+        "drop_before",
+        "drop_after",
+        "html_502",
+        "truncated_json",
+        "bare_json",
+        "delay",
+    }
 )
 
 
@@ -456,7 +465,8 @@ class ResetFilter(logging.Filter):
     multiple=True,
     metavar="KIND[:ACTION[:PROB|xN]]",
     help="Inject a fault (repeatable), e.g. status:createApiKey:0.1 or drop_after:*:x3. KIND: "
-    "status (503 overloaded), drop_before, drop_after, html_502, truncated_json, bare_json, delay (1 s).",
+    "status (503 overloaded), status_after (the action runs first), drop_before, drop_after, "
+    "html_502, truncated_json, bare_json, delay (1 s).",
 )
 @click.option("--max-ttl", help="Login maxTTL, e.g. 1d (default: none).")
 @click.option("--api-key-max-ttl", help="API-key maxTTL, e.g. 30d (default: none).")

@@ -12,6 +12,7 @@ __all__ = ["Fault", "FaultKind", "Faults"]
 
 FaultKind = Literal[
     "status",  # answer `status` with a Kuzzle error `error_id` (and `retry_after`); the action does not run
+    "status_after",  # run the action, then answer as `status` does (a write done, its answer an error)
     "drop_before",  # close the connection before the action runs
     "drop_after",  # run the action, then close the connection: the response is lost
     "html_502",  # an HTML 502 page from a "gateway"; the action does not run
@@ -20,7 +21,7 @@ FaultKind = Literal[
     "delay",  # wait `delay` seconds, then behave normally
 ]
 
-AFTER_ACTION: frozenset[str] = frozenset({"drop_after", "truncated_json", "bare_json"})
+AFTER_ACTION: frozenset[str] = frozenset({"drop_after", "status_after", "truncated_json", "bare_json"})
 
 
 @attrs.define

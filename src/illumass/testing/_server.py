@@ -31,7 +31,7 @@ from aiohttp import web
 from .._duration import parse_ms
 from . import _errors as err
 from ._errors import KuzzleError
-from ._faults import AFTER_ACTION, Faults
+from ._faults import AFTER_ACTION, Fault, Faults
 from ._search import compile_query, parse_js_integer
 from ._store import ApiKeyIndex, StoredApiKey
 from ._tokens import TokenSigner
@@ -411,9 +411,7 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
                 content_type="text/html",
             )
         if fault is not None and fault.kind == "status":
-            error = KuzzleError(fault.status, fault.error_id, 0, f"Injected fault {fault.error_id}")
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            return self._respond(action, request_id, error=error, headers=headers)
+            return self._injected(action, request_id, fault)
         try:
             body = await self._read_body(request)
             call = _Call(body, request.query, _bearer(request))
@@ -423,11 +421,18 @@ class FakeIllumass(AbstractContextManager["FakeIllumass"]):
         if fault is not None and fault.kind in AFTER_ACTION:
             if fault.kind == "drop_after":
                 _drop(request)
+            if fault.kind == "status_after":
+                return self._injected(action, request_id, fault)
             if fault.kind == "bare_json":
                 return web.Response(body=b'{"unexpected":true}', content_type="application/json")
             body = self._envelope(action, request_id, 200, None, result)
             return web.Response(body=body[: len(body) // 2], content_type="application/json")
         return self._respond(action, request_id, result=result)
+
+    def _injected(self, action: str, request_id: str, fault: Fault) -> web.Response:
+        error = KuzzleError(fault.status, fault.error_id, 0, f"Injected fault {fault.error_id}")
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+        return self._respond(action, request_id, error=error, headers=headers)
 
     def _respond(
         self,
