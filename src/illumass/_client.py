@@ -79,7 +79,7 @@ class AsyncAuthAPI:
         if email is not None and (not isinstance(email, str) or not email):
             raise TypeError("email must be a non-empty str")
         secret = password if isinstance(password, Secret) or password is None else Secret(password)
-        if password is not None and not _args.token_text(secret):
+        if secret is not None and not secret.get_secret_value():
             raise ValueError("password must not be empty")
         wire = None if expires_in is None else expires_in_param(expires_in, allow_never=False)
         return await self._auth.login(self._pipeline.call, email, secret, wire)

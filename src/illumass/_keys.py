@@ -81,7 +81,7 @@ class Lifetimes:
     """
 
     def __init__(self) -> None:
-        self._in_flight: dict[int, int] = {}
+        self._in_flight: set[int] = set()  # lifetimes reserved by creates in flight (never shared)
         self._second = 0  # the latest ``iat`` seen
         self._used: set[int] = set()  # lifetimes of keys issued in that second
         self._next_shift: dict[int, int] = {}  # lifetime asked -> where its next scan starts
@@ -125,7 +125,7 @@ class Lifetimes:
             await asyncio.sleep(0.05)
         if not scatter:
             self._next_shift[seconds] = (seconds - candidate + 1) % span
-        self._in_flight[candidate] = self._in_flight.get(candidate, 0) + 1
+        self._in_flight.add(candidate)
         if millis == NEVER:
             return candidate, NEVER
         if tagged:
@@ -138,9 +138,7 @@ class Lifetimes:
 
     def release(self, seconds: int, key: ApiKey | None) -> bool:
         """Record the outcome of a reservation; True when ``key``'s token is one already issued."""
-        count = self._in_flight.pop(seconds, 0) - 1
-        if count > 0:
-            self._in_flight[seconds] = count
+        self._in_flight.discard(seconds)
         if key is None or key.token is None:
             return False
         claims = _jwt.claims(key.token.get_secret_value()) or {}
