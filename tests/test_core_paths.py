@@ -32,8 +32,10 @@ from illumass import (
     InvalidCredentialsError,
     InvalidResponseError,
     NotFoundError,
+    PermissionDeniedError,
     ProvisionResult,
     Secret,
+    ServerError,
     ServiceUnavailableError,
 )
 from illumass._duration import parse_duration
@@ -41,7 +43,7 @@ from illumass._jwt import claims
 from illumass._pushback import Pushback
 from illumass._sync import _LoopThread
 from illumass._transport import _retry_after
-from illumass._wire import structure
+from illumass._wire import structure, unwrap
 from illumass.models import ApiKey, ApiKeyPage, ApiKeySpec, AuthToken, TokenInfo
 from illumass.testing import FakeIllumass
 
@@ -651,6 +653,16 @@ def test_secret_edges() -> None:
 def test_wrong_types_in_results(result: dict[str, Any], cls: type, message: str) -> None:
     with pytest.raises(InvalidResponseError, match=message):
         structure(result, cls)
+
+
+def test_an_error_inside_a_success_status_keeps_its_own_status() -> None:
+    forbidden = {"error": {"status": 403, "id": "security.rights.forbidden", "message": "no"}}
+    with pytest.raises(PermissionDeniedError) as info:
+        unwrap(200, forbidden, "rid")
+    assert info.value.status == 403 and info.value.request_id == "rid"
+    with pytest.raises(ServerError) as unknown:  # no error status of its own: a server fault
+        unwrap(200, {"error": {"id": "some.thing", "message": "odd", "status": 200}}, None)
+    assert unknown.value.status == 500
 
 
 def test_argument_and_duration_edges() -> None:
