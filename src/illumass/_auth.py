@@ -101,9 +101,8 @@ class Auth:
     async def bearer(self, send: Send, epoch: int) -> Secret:
         """The token to send now, logging in first if there is none or it is due for renewal."""
         bearer = self._bearer
+        # An API key is never renewed: it always has a bearer and no renewal time.
         if bearer is not None and (self._renew_at is None or time.monotonic() < self._renew_at):
-            return bearer
-        if bearer is not None and self.mode is Mode.API_KEY:
             return bearer
         return await self._renew(bearer, send, epoch, proactive=bearer is not None)
 

@@ -184,10 +184,11 @@ class Illumass:
         try:
             return fn(*args)
         except (asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
-            raise IllumassError(_CLOSED_IN_FLIGHT) from exc  # only a close cancels the portal's tasks
+            # Only the end of the loop cancels the portal's tasks: a close, or the thread dying.
+            raise self._loop.closed_error(in_flight=True) from exc
         except RuntimeError as exc:  # "This portal is not running"
             if self._closed or self._loop.finished:
-                raise IllumassError(_CLOSED_IN_FLIGHT) from exc
+                raise self._loop.closed_error(in_flight=True) from exc
             raise
 
     def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:

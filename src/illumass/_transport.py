@@ -93,10 +93,6 @@ class Transport:
     def max_connections(self) -> int:
         return self._max_connections
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def aclose(self) -> None:
         """Close the session (unless it is the caller's); later attempts raise IllumassError."""
         self._closed = True
