@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from illumass import AsyncIllumass, IllumassError, ProvisionResult
@@ -496,3 +497,91 @@ async def test_consumer_leaving_with_failures_buffered(
                 assert not result.ok
                 break
     assert bulk_server.stats.requests["createApiKey"] == 0
+
+
+async def _twin_appears(server: FakeIllumass) -> str:
+    """Once the batch's key exists (not yet searchable), store an older-sorting key of the same
+    user with the same token, as another client's create in the same second would; then refresh."""
+    for _ in range(500):
+        if server.api_keys:
+            break
+        await anyio.sleep(0.01)
+    (ours,) = server.api_keys.values()
+    server.index.add(attrs.evolve(ours, id="-twin"))  # "-" sorts before every hex id
+    server.refresh_interval = 0.05  # from now on, deletes that wait for a refresh get one soon
+    server.refresh()
+    return ours.id
+
+
+async def test_failed_replacement_of_a_twin_is_reported(
+    client: AsyncIllumass, bulk_server: FakeIllumass
+) -> None:
+    bulk_server.refresh_interval = 3600  # only explicit refreshes
+    failing = bulk_server.faults.add(
+        "status", "deleteApiKey", status=400, error_id="api.assert.invalid_argument"
+    )
+    async with anyio.create_task_group() as tg:
+        results: list[ProvisionResult] = []
+
+        async def run() -> None:
+            results.extend(await client.auth.create_api_keys(["mine"], concurrency=1))
+
+        tg.start_soon(run)
+        ours = await _twin_appears(bulk_server)
+    (result,) = results
+    assert not result.ok and result.api_key is None
+    assert isinstance(result.error, IllumassError) and "api.assert.invalid_argument" in str(result.error)
+    assert failing.fired == 1
+    assert set(bulk_server.api_keys) == {"-twin"}  # ours was discarded after the failed replacement
+    assert ours not in bulk_server.api_keys
+
+
+async def test_refresh_twice_wakes_each_waiter_once(server: FakeIllumass) -> None:
+    server.refresh_interval = 3600
+    jwt = (await login(server))["jwt"]
+    async with anyio.create_task_group() as tg:
+        made: list[dict[str, Any]] = []
+
+        async def make() -> None:
+            made.append(await create(server, jwt, "waits", _id="w"))
+
+        tg.start_soon(make)
+        for _ in range(500):
+            if server.api_keys:
+                break
+            await anyio.sleep(0.01)
+        assert not made  # waiting for the refresh
+        server.refresh()
+        server.refresh()  # the waiter already has its answer
+    assert made[0]["_id"] == "w"
+    assert await ids(server, jwt) == ["w"]
+
+
+async def test_a_token_twinned_again_and_again_gives_up(
+    client: AsyncIllumass, bulk_server: FakeIllumass
+) -> None:
+    """Every re-created key meets a twin again: after 10 replacements the spec fails."""
+    bulk_server.refresh_interval = 3600  # only explicit refreshes
+    results: list[ProvisionResult] = []
+    twins = 0
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            results.extend(await client.auth.create_api_keys(["mine"], concurrency=1))
+
+        tg.start_soon(run)
+        seen: set[str] = set()
+        with anyio.fail_after(20):
+            while not results:
+                for key in list(bulk_server.api_keys.values()):
+                    if not key.id.startswith("-") and key.token not in seen:
+                        seen.add(key.token)
+                        twins += 1
+                        bulk_server.index.add(attrs.evolve(key, id=f"-twin{twins:02d}"))
+                bulk_server.refresh()  # every write is searchable, and waiting deletes answer
+                await anyio.sleep(0.01)
+    (result,) = results
+    assert not result.ok
+    assert "the server issued a token another key already has 11 times" in str(result.error)
+    assert twins == 11
+    assert all(key_id.startswith("-twin") for key_id in bulk_server.api_keys)
