@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import anyio.lowlevel
@@ -266,6 +267,68 @@ async def test_two_clients_of_one_user_never_share_a_token(server: FakeIllumass)
     assert len(set(tokens)) == 400 and all(server.accepts(t) for t in tokens)
     assert_exactly(server, results)
     assert server.stats.requests["deleteApiKey"] > 0  # twins were met and replaced
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (state the test's server changes) until it holds, for up to 10 s."""
+    for _ in range(2000):
+        if condition():
+            return
+        await anyio.sleep(0.005)
+    raise TimeoutError
+
+
+async def twin_race(
+    server: FakeIllumass, a: AsyncIllumass, b: AsyncIllumass, ids: tuple[str, str]
+) -> tuple[bool, dict[str, ProvisionResult]]:
+    """A's key shows alone, then B makes one with the id ``ids[1]``; whether they were twins."""
+    results: dict[str, ProvisionResult] = {}
+
+    async def one(name: str, client: AsyncIllumass, key_id: str) -> None:
+        [results[name]] = await client.auth.create_api_keys([ApiKeySpec(name, key_id=key_id)])
+
+    async def refresh_often() -> None:
+        while True:
+            server.refresh()
+            await anyio.sleep(0.05)
+
+    await until(lambda: time.time() % 1 < 0.1)  # early in a second: both creates may land in it
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "a", a, ids[0])
+        await until(lambda: ids[0] in server.api_keys)
+        server.refresh()
+        await anyio.sleep(0.35)  # A's barrier searches and sees its key alone
+        tg.start_soon(one, "b", b, ids[1])
+        await until(lambda: ids[1] in server.api_keys)
+        twins = server.api_keys[ids[0]].token == server.api_keys[ids[1]].token
+        tg.start_soon(refresh_often)
+        await until(lambda: len(results) == 2)
+        tg.cancel_scope.cancel()
+    return twins, results
+
+
+async def test_a_key_waits_until_every_older_twin_could_show(server: FakeIllumass) -> None:
+    """Client A's key is visible alone; then, in the same second, client B makes its twin with a
+    lower id. A must not deliver before the twin could show, and the newer key (B's) is the one
+    re-created, whatever the ids."""
+    server.refresh_interval = 3600.0  # the index refreshes when this test says
+    async with (
+        AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as a,
+        AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as b,
+    ):
+        for attempt in range(5):  # until both creates land in one server second
+            deletes = server.stats.requests["deleteApiKey"]
+            twins, results = await twin_race(server, a, b, (f"z{attempt}", f"a{attempt}"))
+            if twins:
+                break
+        else:
+            pytest.fail("never made two keys in one second")
+    kept, replaced = results["a"].api_key, results["b"].api_key
+    assert kept is not None and replaced is not None and kept.token and replaced.token
+    assert kept.token.get_secret_value() != replaced.token.get_secret_value()
+    assert server.api_keys[kept.id].token == kept.token.get_secret_value()
+    assert server.api_keys[replaced.id].token == replaced.token.get_secret_value()
+    assert server.stats.requests["deleteApiKey"] == deletes + 1  # B's key, the newer, only
 
 
 async def test_delete_api_keys_revokes_concurrently_with_per_id_results(

@@ -6,9 +6,11 @@ visibility (at most ``_MAX_PENDING``). Creates skip the server's refresh wait
 (``refresh=false``, which would cap throughput at about ``workers`` keys per second); instead a
 visibility barrier searches for the new keys until the index shows them, which is when the server
 starts accepting them, and the same search reveals keys of other processes that got the same
-token. Only then is a result delivered. Workers and the barrier run shielded: a create that has
-started always finishes, so when the batch must stop (cancellation, the consumer leaving, a failing
-callback) every key created but not delivered is revoked.
+token: of such twins the first made stays, and a key is delivered only once the index shows every
+key that could be its older twin (about a refresh interval at the end of a batch, less before).
+Workers and the barrier run shielded: a create that has started always finishes, so when the batch
+must stop (cancellation, the consumer leaving, a failing callback) every key created but not
+delivered is revoked.
 
 Kuzzle 2.34+ verifies an API key among its user's first 10 keys only. The user's keys are counted
 before the batch; once a key lands past the 10th, it is checked (``_checkToken``) before delivery.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -47,7 +50,8 @@ _POLL: Final = 0.2  # seconds between visibility searches
 _GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
 _AHEAD: Final = 8  # rounds of creates (of ``workers`` each) made before the cap's verdict
 _REPLACEMENTS: Final = 10  # re-creations of one key whose token another client's key also has
-_SETTLE: Final = 1.2  # seconds a key stays visible before delivery once another client is seen
+_LAG: Final = 0.25  # seconds the server may take from stamping a key's expiry to indexing it
+_REFRESH: Final = 1.0  # seconds between the index's refreshes (Elasticsearch's default)
 _MAX_PENDING: Final = 2_000  # keys awaiting visibility before workers wait (bounds read-ahead)
 _CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
 _WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
@@ -76,11 +80,11 @@ class _Made:
     key: ApiKey
     trace: Trace
     position: int  # among the user's keys, in creation order
-    since: float  # monotonic time of creation
+    started: float  # monotonic time its create began
+    since: float  # monotonic time its create returned
     millis: float
     generated: bool
     replaced: int = 0  # times re-created because another key had its token
-    seen: float | None = None  # monotonic time it was first found visible
 
 
 class Batch:
@@ -107,7 +111,6 @@ class Batch:
         self.deliver: Callable[[ProvisionResult], Awaitable[None]] | None = None
         self._pending: dict[str, _Made] = {}
         self._replacing: set[str] = set()  # ids being revoked and created again
-        self._careful = False  # another client makes this user's keys: settle only after _SETTLE
         self._room = anyio.Event()
         self._arrived = anyio.Event()
         self._workers_left = workers
@@ -218,6 +221,7 @@ class Batch:
             return None
         trace = Trace(retries_left=self.max_retries)
         self._creating += 1
+        started = time.monotonic()
         try:
             key = await self.keys.create(
                 description, millis, key_id, generated=spec.key_id is None, refresh=False, trace=trace
@@ -230,7 +234,9 @@ class Batch:
             self._signal()
         position = self._existing + self._created
         self._created += 1
-        return _Made(index, spec, key, trace, position, time.monotonic(), millis, spec.key_id is None)
+        return _Made(
+            index, spec, key, trace, position, started, time.monotonic(), millis, spec.key_id is None
+        )
 
     async def _await_verdict(self) -> None:
         """Until the server's cap is known, create at most a few rounds of keys past the ones
@@ -262,32 +268,25 @@ class Batch:
             if self.stopping:
                 return
             batch = list(self._pending.values())
+            began = time.monotonic()
             try:
                 hits = await self._search_expiries(batch)
             except IllumassError as exc:
                 log.warning("could not confirm new API keys (%s); retrying", exc)
                 continue
             # Of keys sharing a token, the first made (then the lowest id) stays and the others
-            # are created again: every client of the user reaches the same decision.
+            # are created again. A key stays only once a search shows every older twin (_ripe):
+            # every client of the user reaches the same decision.
             first: dict[str, ApiKey] = {}
-            twinned: set[str] = set()
             for hit in hits:
                 kept = first.get(hit.fingerprint)
-                if kept is not None:
-                    twinned.add(hit.fingerprint)
                 if hit.id not in self._replacing and (kept is None or _age(hit) < _age(kept)):
                     first[hit.fingerprint] = hit
             visible = {hit.id for hit in hits}
-            now = time.monotonic()
+            newest = max((made.started for made in batch if made.key.id in visible), default=-1.0)
             # A key that can tell whether the server caps keys per user goes first: once it says
             # no, the keys near the cap need no check of their own.
             batch.sort(key=lambda made: (not self._decides(made, visible), made.index))
-            # An older twin of another client may be indexed just after the refresh that showed
-            # ours: once another client shows up, a key must stay first for over a refresh.
-            self._careful = self._careful or any(
-                hit.fingerprint in twinned and hit.id not in self._pending and hit.id not in self._replacing
-                for hit in hits
-            )
             for made in batch:
                 if made.key.id in visible:
                     if first[made.key.fingerprint].id != made.key.id:
@@ -295,11 +294,9 @@ class Batch:
                         self._replacing.add(made.key.id)
                         tg.start_soon(self._replace, made)
                         continue
-                    if made.seen is None:
-                        made.seen = now
-                    if self._careful and now - made.seen < _SETTLE:
+                    if not _ripe(made, newest, began):
                         continue
-                elif now - made.since < _GIVE_UP:
+                elif began - made.since < _GIVE_UP:
                     continue
                 await self._settle(made, visible=made.key.id in visible)
             self._room.set()
@@ -373,6 +370,7 @@ class Batch:
                 )
             await self.keys.delete(made.key.id, trace, ours=True)
             self.keys.lifetimes.forget(made.key)
+            started = time.monotonic()
             key = await self.keys.create(
                 made.key.description,
                 made.millis,
@@ -387,7 +385,7 @@ class Batch:
             await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
             return
         self._pending[key.id] = attrs.evolve(
-            made, key=key, since=time.monotonic(), replaced=made.replaced + 1, seen=None
+            made, key=key, started=started, since=time.monotonic(), replaced=made.replaced + 1
         )
 
     async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:
@@ -558,9 +556,23 @@ def _rejected() -> ApiKeyRejectedError:
 
 
 def _age(key: ApiKey) -> tuple[float, str]:
-    """Sorts keys by creation, then id."""
-    created = key.created_at.timestamp() if key.created_at is not None else float("inf")
-    return created, key.id
+    """Sorts keys by creation (stamped by the server, as search hits show it), then id."""
+    if key.expires_at is not None and key.ttl is not None:
+        return (key.expires_at - key.ttl).timestamp(), key.id
+    return math.inf, key.id  # never expires: no stamp
+
+
+def _ripe(made: _Made, newest: float, began: float) -> bool:
+    """Whether a search that began at ``began`` and showed a key whose create began at ``newest``
+    also shows every key that could share ``made``'s token and be older.
+
+    Such a key was indexed within _LAG of being stamped, before ``made`` returned: a search shows
+    it if it also shows a key whose create began _LAG after that, or began a refresh later still
+    (the last keys of a batch). A key that never expires has no stamp to tell which twin is
+    older; it waits until every key of its second is shown, and the lowest id stays.
+    """
+    wait = _LAG if made.key.expires_at is not None else 1.0 + _LAG
+    return newest >= made.since + wait or began >= made.since + wait + _REFRESH
 
 
 def _exp(key: ApiKey) -> int | None:

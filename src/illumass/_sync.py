@@ -466,15 +466,18 @@ class _LoopThread:
                 stop = anyio.Event()
                 ready.set_result((portal, asyncio.get_running_loop(), stop))
                 await stop.wait()
-                self.closing = True
-                for scope in self.calls.values():
-                    scope.cancel()
-                if self.calls:  # a bulk run revokes what it will not deliver before it ends
-                    await asyncio.wait(list(self.calls))
+                await self._end_calls()
                 await portal.stop(cancel_remaining=True)  # provision() blocks stop and revoke too
         finally:
-            self.closing = True  # also when the loop ends otherwise: later calls fail at once
+            await self._end_calls()  # also when the loop ends otherwise (SystemExit in a callback)
             await self._client.aclose()  # last: what ran before may have needed the connections
+
+    async def _end_calls(self) -> None:
+        self.closing = True  # later calls fail at once
+        for scope in self.calls.values():
+            scope.cancel()
+        if self.calls:  # a bulk run revokes what it will not deliver before it ends
+            await asyncio.wait(list(self.calls))
 
 
 def _close_unclosed(loop: _LoopThread, name: str) -> None:
