@@ -295,6 +295,8 @@ class Batch:
                         tg.start_soon(self._replace, made)
                         continue
                     if not _ripe(made, newest, began):
+                        if self._decides(made, visible):  # the cap's verdict need not wait
+                            await self._settle(made, visible=True, ripe=False)
                         continue
                 elif began - made.since < _GIVE_UP:
                     continue
@@ -304,8 +306,9 @@ class Batch:
     def _decides(self, made: _Made, visible: set[str]) -> bool:
         return self._accepted is None and made.position >= _CAP + self.workers and made.key.id in visible
 
-    async def _settle(self, made: _Made, *, visible: bool) -> None:
-        """Deliver a key once the server is known to accept it; revoke it if it does not.
+    async def _settle(self, made: _Made, *, visible: bool, ripe: bool = True) -> None:
+        """Deliver a key once the server is known to accept it (if ``ripe``); revoke it if it
+        does not.
 
         Keys land among the user's keys in about the order their creates finish, give or take
         the creates in flight: keys that close to the cap are checked one by one, and the first
@@ -341,6 +344,8 @@ class Batch:
                 )
                 self._refuse_soon(made, error)
                 return
+        if not ripe:
+            return
         del self._pending[made.key.id]
         await self._deliver(ProvisionResult(made.index, made.spec, made.key, None, made.trace.attempts))
 
