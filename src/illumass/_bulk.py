@@ -6,8 +6,8 @@ visibility (at most ``_MAX_PENDING``). Creates skip the server's refresh wait
 (``refresh=false``, which would cap throughput at about ``workers`` keys per second); instead a
 visibility barrier searches for the new keys until the index shows them, which is when the server
 starts accepting them, and the same search reveals keys of other processes that got the same
-token: of such twins the first made stays, and a key is delivered only once the index shows every
-key that could be its older twin (about a refresh interval at the end of a batch, less before).
+token: a key is delivered only if the index shows no other key with its token, and created again
+otherwise (of two such keys, the later indexed meets the earlier, so they never both stay).
 Workers and the barrier run shielded: a create that has started always finishes, so when the batch
 must stop (cancellation, the consumer leaving, a failing callback) every key created but not
 delivered is revoked.
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, Protocol
@@ -50,8 +50,6 @@ _POLL: Final = 0.2  # seconds between visibility searches
 _GIVE_UP: Final = 15.0  # seconds after which an invisible key is checked directly
 _AHEAD: Final = 8  # rounds of creates (of ``workers`` each) made before the cap's verdict
 _REPLACEMENTS: Final = 10  # re-creations of one key whose token another client's key also has
-_LAG: Final = 0.25  # seconds the server may take from stamping a key's expiry to indexing it
-_REFRESH: Final = 1.0  # seconds between the index's refreshes (Elasticsearch's default)
 _MAX_PENDING: Final = 2_000  # keys awaiting visibility before workers wait (bounds read-ahead)
 _CLAUSES: Final = 500  # expiry ranges per search (Elasticsearch allows 1,024 clauses)
 _WINDOW: Final = 10_000  # Elasticsearch's most hits per search; keys past it are checked directly
@@ -80,8 +78,7 @@ class _Made:
     key: ApiKey
     trace: Trace
     position: int  # among the user's keys, in creation order
-    started: float  # monotonic time its create began
-    since: float  # monotonic time its create returned
+    since: float  # monotonic time of creation
     millis: float
     generated: bool
     replaced: int = 0  # times re-created because another key had its token
@@ -221,7 +218,6 @@ class Batch:
             return None
         trace = Trace(retries_left=self.max_retries)
         self._creating += 1
-        started = time.monotonic()
         try:
             key = await self.keys.create(
                 description, millis, key_id, generated=spec.key_id is None, refresh=False, trace=trace
@@ -234,9 +230,7 @@ class Batch:
             self._signal()
         position = self._existing + self._created
         self._created += 1
-        return _Made(
-            index, spec, key, trace, position, started, time.monotonic(), millis, spec.key_id is None
-        )
+        return _Made(index, spec, key, trace, position, time.monotonic(), millis, spec.key_id is None)
 
     async def _await_verdict(self) -> None:
         """Until the server's cap is known, create at most a few rounds of keys past the ones
@@ -268,37 +262,28 @@ class Batch:
             if self.stopping:
                 return
             batch = list(self._pending.values())
-            began = time.monotonic()
             try:
                 hits = await self._search_expiries(batch)
             except IllumassError as exc:
                 log.warning("could not confirm new API keys (%s); retrying", exc)
                 continue
-            # Of keys sharing a token, the first made (then the lowest id) stays and the others
-            # are created again. A key stays only once a search shows every older twin (_ripe):
-            # every client of the user reaches the same decision.
-            first: dict[str, ApiKey] = {}
-            for hit in hits:
-                kept = first.get(hit.fingerprint)
-                if hit.id not in self._replacing and (kept is None or _age(hit) < _age(kept)):
-                    first[hit.fingerprint] = hit
+            # A key whose token the index shows on another key is created again, even if that
+            # one is being replaced too: of two such keys, the later indexed always meets the
+            # earlier, so every process of the user can decide alone and they never both stay.
+            sharing = Counter(hit.fingerprint for hit in hits if hit.id not in self._replacing)
             visible = {hit.id for hit in hits}
-            newest = max((made.started for made in batch if made.key.id in visible), default=-1.0)
+            now = time.monotonic()
             # A key that can tell whether the server caps keys per user goes first: once it says
             # no, the keys near the cap need no check of their own.
             batch.sort(key=lambda made: (not self._decides(made, visible), made.index))
             for made in batch:
                 if made.key.id in visible:
-                    if first[made.key.fingerprint].id != made.key.id:
+                    if sharing[made.key.fingerprint] > 1:
                         del self._pending[made.key.id]
                         self._replacing.add(made.key.id)
                         tg.start_soon(self._replace, made)
                         continue
-                    if not _ripe(made, newest, began):
-                        if self._decides(made, visible):  # the cap's verdict need not wait
-                            await self._settle(made, visible=True, ripe=False)
-                        continue
-                elif began - made.since < _GIVE_UP:
+                elif now - made.since < _GIVE_UP:
                     continue
                 await self._settle(made, visible=made.key.id in visible)
             self._room.set()
@@ -306,9 +291,8 @@ class Batch:
     def _decides(self, made: _Made, visible: set[str]) -> bool:
         return self._accepted is None and made.position >= _CAP + self.workers and made.key.id in visible
 
-    async def _settle(self, made: _Made, *, visible: bool, ripe: bool = True) -> None:
-        """Deliver a key once the server is known to accept it (if ``ripe``); revoke it if it
-        does not.
+    async def _settle(self, made: _Made, *, visible: bool) -> None:
+        """Deliver a key once the server is known to accept it; revoke it if it does not.
 
         Keys land among the user's keys in about the order their creates finish, give or take
         the creates in flight: keys that close to the cap are checked one by one, and the first
@@ -344,8 +328,6 @@ class Batch:
                 )
                 self._refuse_soon(made, error)
                 return
-        if not ripe:
-            return
         del self._pending[made.key.id]
         await self._deliver(ProvisionResult(made.index, made.spec, made.key, None, made.trace.attempts))
 
@@ -375,7 +357,6 @@ class Batch:
                 )
             await self.keys.delete(made.key.id, trace, ours=True)
             self.keys.lifetimes.forget(made.key)
-            started = time.monotonic()
             key = await self.keys.create(
                 made.key.description,
                 made.millis,
@@ -390,7 +371,7 @@ class Batch:
             await self._deliver(ProvisionResult(made.index, made.spec, None, exc, trace.attempts))
             return
         self._pending[key.id] = attrs.evolve(
-            made, key=key, started=started, since=time.monotonic(), replaced=made.replaced + 1
+            made, key=key, since=time.monotonic(), replaced=made.replaced + 1
         )
 
     async def _search_expiries(self, batch: list[_Made]) -> list[ApiKey]:
@@ -558,26 +539,6 @@ async def delete_all(keys: KeyMaker, key_ids: list[str], workers: int) -> list[D
 
 def _rejected() -> ApiKeyRejectedError:
     return ApiKeyRejectedError(_CAP_ADVICE.format(cap=_CAP))
-
-
-def _age(key: ApiKey) -> tuple[float, str]:
-    """Sorts keys by creation (stamped by the server, as search hits show it), then id."""
-    if key.expires_at is not None and key.ttl is not None:
-        return (key.expires_at - key.ttl).timestamp(), key.id
-    return math.inf, key.id  # never expires: no stamp
-
-
-def _ripe(made: _Made, newest: float, began: float) -> bool:
-    """Whether a search that began at ``began`` and showed a key whose create began at ``newest``
-    also shows every key that could share ``made``'s token and be older.
-
-    Such a key was indexed within _LAG of being stamped, before ``made`` returned: a search shows
-    it if it also shows a key whose create began _LAG after that, or began a refresh later still
-    (the last keys of a batch). A key that never expires has no stamp to tell which twin is
-    older; it waits until every key of its second is shown, and the lowest id stays.
-    """
-    wait = _LAG if made.key.expires_at is not None else 1.0 + _LAG
-    return newest >= made.since + wait or began >= made.since + wait + _REFRESH
 
 
 def _exp(key: ApiKey) -> int | None:

@@ -105,6 +105,8 @@ class Lifetimes:
         tag = 0
         if millis == NEVER:  # one lifetime only: one such key per second
             seconds, shift_max = -1, 0
+            if scatter:  # another process re-creating its twin now: meet in another second
+                await asyncio.sleep(secrets.randbelow(2000) / 1000)
         else:
             seconds = int(millis // 1000)
             if tagged:
@@ -185,8 +187,9 @@ class KeyMaker:
     ) -> ApiKey:
         """One key with a token no other key of this client has; see the module's docstring.
 
-        ``scatter`` picks a random free lifetime within the bound: a key re-created because
-        another client's key has its token is unlikely to meet that client's lifetimes again.
+        ``scatter`` picks a random free lifetime within the bound (or, for a key that never
+        expires, waits up to 2 s): a key re-created because another client's key has its token is
+        unlikely to meet that client's again.
 
         ``trace.retries_left`` is the budget shared by every request this takes: each retry costs
         one unit, and so does each revoke-and-create-again after the first, so at most
