@@ -10,6 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import illumass._bulk
 from illumass import (
     ApiKeySpec,
     AsyncIllumass,
@@ -152,6 +153,34 @@ async def test_early_exit_keeps_exactly_the_delivered_keys(
                 break
     assert len(delivered) == 100
     assert consumed <= 100 + _MAX_PENDING + 16  # read-ahead: keys awaiting visibility, one per worker
+    assert_exactly(server, delivered)
+
+
+async def test_workers_waiting_for_room_all_resume(
+    client: AsyncIllumass, server: FakeIllumass, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many workers wait at once for keys awaiting visibility to drain; each round of the barrier
+    must wake them all (each used to wait on an event of its own, and all but one hung)."""
+    monkeypatch.setattr(illumass._bulk, "_MAX_PENDING", 4)
+    server.refresh_interval = 0.3  # keys pile up between refreshes: most workers wait
+    with anyio.fail_after(30):
+        results = await client.auth.create_api_keys([f"k{i}" for i in range(120)], concurrency=16)
+    assert all(r.ok for r in results)
+    assert_exactly(server, results)
+
+
+async def test_a_stopping_batch_frees_workers_waiting_for_room(
+    client: AsyncIllumass, server: FakeIllumass, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer leaves while workers wait for room: the batch ends, none hangs."""
+    monkeypatch.setattr(illumass._bulk, "_MAX_PENDING", 4)
+    server.refresh_interval = 0.5  # keys pile up: the workers wait for room when the first arrives
+    delivered: list[ProvisionResult] = []
+    with anyio.fail_after(30), pytest.raises(RuntimeError, match="consumer left"):
+        async with client.auth.provision([f"k{i}" for i in range(40)], concurrency=8) as results:
+            async for result in results:
+                delivered.append(result)
+                raise RuntimeError("consumer left")
     assert_exactly(server, delivered)
 
 

@@ -185,8 +185,7 @@ class Batch:
         try:
             while (pulled := await self._pull()) is not None:
                 while len(self._pending) >= _MAX_PENDING and not self.stopping:
-                    self._room = anyio.Event()
-                    await self._room.wait()
+                    await self._room.wait()  # one event for every waiting worker: see _make_room
                 made = await self._make(*pulled)
                 if made is not None:
                     self._pending[made.key.id] = made
@@ -251,6 +250,16 @@ class Batch:
     # -- the visibility barrier ----------------------------------------------------------------
 
     async def _barrier(self, tg: anyio.abc.TaskGroup) -> None:
+        try:
+            await self._confirm(tg)
+        finally:
+            self._make_room()  # a stopping batch must not leave workers waiting
+
+    def _make_room(self) -> None:
+        room, self._room = self._room, anyio.Event()
+        room.set()
+
+    async def _confirm(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
             if not self._pending:
                 if (self._workers_left == 0 and not self._replacing) or self.stopping:
@@ -286,7 +295,7 @@ class Batch:
                 elif now - made.since < _GIVE_UP:
                     continue
                 await self._settle(made, visible=made.key.id in visible)
-            self._room.set()
+            self._make_room()
 
     def _decides(self, made: _Made, visible: set[str]) -> bool:
         return self._accepted is None and made.position >= _CAP + self.workers and made.key.id in visible
