@@ -37,6 +37,7 @@ import anyio
 import httpx
 import requests
 
+import illumass
 from illumass import AsyncIllumass, Illumass
 from illumass.testing import FakeIllumass
 
@@ -793,8 +794,9 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {
-            p: version(p) for p in ("illumass", "aiohttp", "httpx", "requests", "anyio", "cattrs", "orjson")
+        "versions": {  # illumass from the code that ran, not from a possibly stale install
+            "illumass": illumass.__version__,
+            **{p: version(p) for p in ("aiohttp", "httpx", "requests", "anyio", "cattrs", "orjson")},
         },
     }
 
