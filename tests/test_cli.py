@@ -464,12 +464,7 @@ def test_credentials_missing_or_unusable(
     assert "is empty" in one_line_error(cli("--api-key-file", str(empty), "api-keys", "list"), 1)
     monkeypatch.setenv("ILLUMASS_API_KEY", "kapikey-x.y.z")
     assert "login uses email and password" in one_line_error(cli("login"), 1)
-    monkeypatch.delenv("ILLUMASS_API_KEY")
-    monkeypatch.delenv("ILLUMASS_PASSWORD")
-    assert "no password" in one_line_error(cli("api-keys", "list"), 1)  # stdin is not a terminal
-    monkeypatch.delenv("ILLUMASS_EMAIL")
-    assert "no email" in one_line_error(cli("api-keys", "list"), 1)
-    assert requests(illumass_server) == 0
+    assert requests(illumass_server) == 0  # a missing email or password: test_cli_paths.py
 
 
 def test_a_cached_session_is_used_only_for_its_email_and_while_valid(

@@ -107,21 +107,26 @@ def test_rejected_api_key_is_one_line_without_the_key(
     assert illumass_server.stats.logins == 0
 
 
-def test_no_password_without_a_terminal(
-    env: dict[str, str], illumass_server: FakeIllumass, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "ILLUMASS_PASSWORD",
+            "no password: set ILLUMASS_PASSWORD, pass --password-stdin, or run in a terminal",
+        ),
+        ("ILLUMASS_EMAIL", "no email: pass --email or set ILLUMASS_EMAIL"),
+    ],
+)
+def test_no_credential_without_a_terminal(
+    env: dict[str, str],
+    illumass_server: FakeIllumass,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    message: str,
 ) -> None:
-    monkeypatch.delenv("ILLUMASS_PASSWORD")
+    monkeypatch.delenv(variable)
     line = one_line_error(cli("api-keys", "list"), 1)
-    assert line == "error: no password: set ILLUMASS_PASSWORD, pass --password-stdin, or run in a terminal"
-    assert requests(illumass_server) == 0
-
-
-def test_no_email_without_a_terminal(
-    env: dict[str, str], illumass_server: FakeIllumass, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("ILLUMASS_EMAIL")
-    line = one_line_error(cli("api-keys", "list"), 1)
-    assert line == "error: no email: pass --email or set ILLUMASS_EMAIL"
+    assert line == f"error: {message}"
     assert requests(illumass_server) == 0
 
 
