@@ -98,13 +98,20 @@ class Auth:
         """The current session token, if logged in."""
         return self._token
 
-    async def bearer(self, send: Send, epoch: int) -> Secret:
-        """The token to send now, logging in first if there is none or it is due for renewal."""
+    def ready(self) -> Secret | None:
+        """The token to send now, or None if :meth:`bearer` must log in (or renew) first."""
         bearer = self._bearer
         # An API key is never renewed: it always has a bearer and no renewal time.
         if bearer is not None and (self._renew_at is None or time.monotonic() < self._renew_at):
             return bearer
-        return await self._renew(bearer, send, epoch, proactive=bearer is not None)
+        return None
+
+    async def bearer(self, send: Send, epoch: int) -> Secret:
+        """The token to send now, logging in first if there is none or it is due for renewal."""
+        bearer = self.ready()
+        if bearer is not None:
+            return bearer
+        return await self._renew(self._bearer, send, epoch, proactive=self._bearer is not None)
 
     async def rejected(self, used: Secret, error: APIStatusError, send: Send, epoch: int) -> Secret:
         """A 401 answered the token ``used``: return a fresh token to replay with, or raise."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any, NamedTuple
 
@@ -11,6 +10,7 @@ import orjson
 __all__ = ["TokenClaims", "claims", "strip_prefix", "token_claims"]
 
 _PREFIXES = ("kauth-", "kapikey-")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class TokenClaims(NamedTuple):
@@ -36,14 +36,14 @@ def claims(token: str) -> dict[str, Any] | None:
     """The payload of ``token`` as a dict, or None when it is not a readable JWT."""
     if not isinstance(token, str):
         return None
-    parts = strip_prefix(token).split(".")
+    parts = token.split(".")  # a prefix is part of the header: the payload is still the second part
     if len(parts) != 3:
         return None
     payload = parts[1]
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        raw = binascii.a2b_base64(payload.encode("ascii").translate(_FROM_URLSAFE) + b"==")
         value = orjson.loads(raw)
-    except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
+    except ValueError:  # binascii.Error, UnicodeError and orjson.JSONDecodeError are ValueErrors
         return None
     return value if isinstance(value, dict) else None
 

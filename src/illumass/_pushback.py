@@ -44,6 +44,14 @@ class Pushback:
         self._last_cut = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def acquire_nowait(self) -> int:
+        """A ticket if there is room now (and nobody waiting), else 0."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            self._sent += 1
+            return self._sent
+        return 0
+
     async def acquire(self) -> int:
         """Wait for room; return a ticket to pass to ``pushed_back``."""
         if self.in_flight < self.limit and not self._waiters:

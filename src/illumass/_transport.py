@@ -19,6 +19,7 @@ import orjson
 from yarl import URL
 
 from ._config import USER_AGENT
+from ._deadlines import Deadlines
 from ._request import Request
 from ._secret import Secret
 from .errors import APIConnectionError, APITimeoutError, IllumassError, InvalidResponseError
@@ -29,6 +30,7 @@ log: Final = logging.getLogger("illumass")
 
 _LARGE_BODY: Final = 1024 * 1024
 _JSON: Final = {"Content-Type": "application/json"}
+_NO_TIMEOUT: Final = aiohttp.ClientTimeout()
 
 
 @attrs.frozen
@@ -71,7 +73,7 @@ class Transport:
         trust_env: bool = True,
     ) -> None:
         self._base = base_url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._deadlines = Deadlines(timeout)  # instead of aiohttp's timeouts: see _deadlines
         self._max_connections = max_connections
         self._max_size = max_response_size
         self._ssl = ssl_context
@@ -96,6 +98,7 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session (unless it is the caller's); later attempts raise IllumassError."""
         self._closed = True
+        self._deadlines.close()
         session, self._session = self._session, None
         if session is not None and self._own_session and not session.closed:
             await session.close()
@@ -108,6 +111,7 @@ class Transport:
             url = url.with_query(request.params)
         data = request.body
         failure: AttemptFailed | None = None
+        task = self._deadlines.start()
         try:
             async with session.request(
                 request.method,
@@ -116,24 +120,28 @@ class Transport:
                 data=io.BytesIO(data) if data is not None and len(data) > _LARGE_BODY else data,
                 headers=self._headers(token),
                 allow_redirects=False,
-                timeout=self._timeout,
+                timeout=_NO_TIMEOUT,
                 ssl=self._ssl if self._ssl is not None else True,
             ) as response:
-                raw = await self._read(response)
+                declared = response.content_length
+                if (
+                    declared is not None
+                    and declared <= self._max_size
+                    and "Content-Encoding" not in response.headers
+                ):
+                    raw = await response.read()  # read as declared: the limit is already checked
+                else:
+                    raw = await self._read_limited(response)
                 status = response.status
                 headers = response.headers
         except aiohttp.ClientConnectorError as exc:  # nothing was sent
             failure = _failed(APIConnectionError(f"{request.method} {request.path}: {exc.strerror or exc}"))
-        except aiohttp.ConnectionTimeoutError:  # nothing was sent
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task):
+                raise
             failure = _failed(
                 APITimeoutError(
-                    f"{request.method} {request.path}: connecting took over {self._timeout.total}s"
-                )
-            )
-        except asyncio.TimeoutError:
-            failure = _failed(
-                APITimeoutError(
-                    f"{request.method} {request.path}: no response within {self._timeout.total}s"
+                    f"{request.method} {request.path}: no response within {self._deadlines.seconds}s"
                 ),
                 reached=True,
             )
@@ -152,6 +160,8 @@ class Transport:
                 ),
                 reached=True,
             )
+        finally:
+            self._deadlines.finish(task)
         if failure is not None:
             raise failure  # outside the except blocks: nothing of aiohttp's stays on __context__
         request_id = headers.get("X-Kuzzle-Request-Id")
@@ -164,13 +174,11 @@ class Transport:
             return Response(status, None, request_id, retry_after, garbled=True)
         return Response(status, decoded, request_id, retry_after)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         """The body, decompressed, refused past ``max_response_size`` while it is read."""
         declared = response.content_length
         if declared is not None and declared > self._max_size:
             raise _TooLarge(self._max_size)
-        if declared is not None and "Content-Encoding" not in response.headers:
-            return await response.read()  # read as declared: the limit is already checked
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():
