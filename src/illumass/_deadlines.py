@@ -44,7 +44,9 @@ class Deadlines:
     def finish(self, task: asyncio.Task[Any]) -> None:
         """Stop timing ``task``'s attempt."""
         self._pending.pop(task, None)
-        self._expired.discard(task)
+        if task in self._expired:  # cancelled, but it ended otherwise: take the cancel back
+            self._expired.discard(task)
+            _uncancel(task)
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether the CancelledError ``task`` raised came from its deadline alone."""
@@ -55,7 +57,8 @@ class Deadlines:
         return _uncancel(task) <= cancelling
 
     def close(self) -> None:
-        if self._timer is not None:
+        """Disarm the timer, unless attempts are still pending: they keep their deadlines."""
+        if self._timer is not None and not self._pending:
             self._timer.cancel()
             self._timer = None
 
