@@ -412,8 +412,9 @@ def test_a_retry_after_date_without_a_time_zone_is_ignored() -> None:
 @pytest.mark.anyio
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: with only a total timeout aiohttp never raises ConnectionTimeoutError, so a connection "
-    "that could not be made in time is reported as 'no response' and marked as maybe-reached",
+    reason="bug: the attempt's deadline (one timer for the whole attempt) cannot tell connecting from "
+    "waiting for the answer, so a connection that could not be made in time is reported as 'no response' "
+    "and marked as maybe-reached",
 )
 async def test_a_connection_that_cannot_be_made_in_time_is_a_connect_timeout() -> None:
     with socket.socket() as listener:
