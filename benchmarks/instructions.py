@@ -7,7 +7,9 @@ not. Each contender (the SDK, a hand-written aiohttp loop) runs 200 and then 600
 in a child process under ``valgrind --tool=cachegrind`` against FakeIllumass (its own process,
 not counted); the difference over 400 creates is the cost of one, start-up excluded. Also counted,
 without valgrind: event-loop iterations per create (each costs tens of thousands of
-instructions). The report is for the hand-kept *Findings* of RESULTS.md.
+instructions). Under valgrind the client runs about 50 times slower, so what depends on the clock
+(lifetimes kept per server second) may take other paths than in timed runs. The report is for
+the hand-kept *Findings* of RESULTS.md.
 """
 
 from __future__ import annotations

@@ -395,6 +395,27 @@ async def test_a_cancelled_create_that_fails_revokes_nothing(server: FakeIllumas
     assert list(server.api_keys) == [other.id] and server.api_keys[other.id].description == "someone's"
 
 
+async def test_a_create_cancelled_as_its_key_arrives_revokes_it(
+    server: FakeIllumass, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller is cancelled in the very turn the key is handed over: it is revoked all the same."""
+    async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as client:
+        await client.auth.login()
+        create = client._keys.create
+
+        async def create_then_cancel(*args: Any, **kwargs: Any) -> Any:
+            key = await create(*args, **kwargs)
+            asyncio.get_running_loop().call_soon(caller.cancel)  # before the caller wakes up
+            return key
+
+        monkeypatch.setattr(client._keys, "create", create_then_cancel)
+        caller = asyncio.ensure_future(client.auth.create_api_key("raced"))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+    assert server.stats.requests["createApiKey"] == 1 and server.stats.requests["deleteApiKey"] == 1
+    assert server.api_keys == {}
+
+
 # -- servers that answer oddly --------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ a caller's cancel versus a timeout, the timer's own bookkeeping, and keys made b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -110,7 +111,6 @@ async def test_the_timer_rearms_for_an_attempt_that_began_after_the_first(server
     """Fast attempts leave the timer set for their deadline; B, begun 0.2 s later, times out 0.4 s after."""
     async with _client(server, 0.4) as client:
         await client.auth.login()
-        a = time.monotonic()
         await client.auth.search_api_keys()  # A: answered at once; the timer stays armed
         await asyncio.sleep(0.2)
         server.faults.add("delay", "searchApiKeys", delay=1.0)
@@ -119,19 +119,17 @@ async def test_the_timer_rearms_for_an_attempt_that_began_after_the_first(server
             await client.auth.search_api_keys()
         done = time.monotonic()
     assert 0.4 <= done - b < 0.9
-    assert done - a >= 0.6  # the timer fired near a + 0.4 with B pending, and re-armed
     assert server.stats.requests["searchApiKeys"] == 2
 
 
-async def test_a_callers_cancel_is_not_a_timeout(server: FakeIllumass) -> None:
+async def test_a_callers_cancel_far_from_the_deadline_is_not_a_timeout(server: FakeIllumass) -> None:
     """wait_for's cancel and a plain task.cancel() mid-attempt stay cancels, not APITimeoutError."""
     async with _client(server, 5.0) as client:
         await client.auth.search_api_keys()
         server.faults.add("delay", "searchApiKeys", delay=1.0, times=2)
         began = time.monotonic()
-        with pytest.raises(asyncio.TimeoutError) as info:
+        with pytest.raises(asyncio.TimeoutError):  # not APITimeoutError, which is no TimeoutError
             await asyncio.wait_for(client.auth.search_api_keys(), 0.1)
-        assert not isinstance(info.value, APITimeoutError)
         assert time.monotonic() - began < 0.5
 
         task = asyncio.ensure_future(client.auth.search_api_keys())
@@ -239,6 +237,25 @@ async def test_a_callers_cancel_at_the_deadline_propagates() -> None:
         await task
     assert reported == [False] and task.cancelled()
     assert not deadlines._pending and not deadlines._expired
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps no count of cancels")
+async def test_a_deadline_cancel_that_the_attempt_swallowed_is_taken_back() -> None:
+    """An attempt that ends otherwise after its deadline fired leaves its task not cancelling."""
+    deadlines = Deadlines(0.0)
+
+    async def attempt() -> int:
+        task = deadlines.start()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(5.0)
+        finally:
+            deadlines.finish(task)
+        if sys.version_info >= (3, 11):  # as the skip says; mypy checks for 3.10
+            return task.cancelling()
+        return -1
+
+    assert await asyncio.create_task(attempt()) == 0
 
 
 async def test_a_finished_attempt_is_forgotten() -> None:

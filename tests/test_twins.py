@@ -9,6 +9,7 @@ import pytest
 
 from illumass import AsyncIllumass, IllumassError
 from illumass._jwt import claims
+from illumass._keys import Lifetimes
 from illumass.models import ApiKey
 from illumass.testing import FakeIllumass
 
@@ -49,3 +50,11 @@ async def test_no_budget_to_replace_a_twin_keeps_nothing(server: FakeIllumass) -
             await client.auth.create_api_key("two", expires_in="1h")
     assert list(server.api_keys) == [first.id]
     assert server.stats.requests["deleteApiKey"] == 1
+
+
+def test_a_reservation_that_must_wait_spends_no_tag() -> None:
+    lifetimes = Lifetimes()
+    assert lifetimes.take(2000.0, tagged=True) is not None  # a 2 s key: one lifetime only
+    tag = lifetimes._tag
+    assert lifetimes.take(2000.0, tagged=True) is None  # taken: this would have to wait
+    assert lifetimes._tag == tag

@@ -1,8 +1,9 @@
 """The auth policy: which bearer to send, when to log in, and what a 401 means.
 
-The request loop consults it: ``bearer()`` before an attempt, ``rejected()`` after a 401 for the
-token that attempt used. It sends its own requests (login, logout) through the ``send`` callable
-the loop hands it, so every request, logins included, goes through the one loop.
+The request loop consults it: ``ready()`` (or, when that has no token, ``bearer()``) before an
+attempt, ``rejected()`` after a 401 for the token that attempt used. It sends its own requests
+(login, logout) through the ``send`` callable the loop hands it, so every request, logins
+included, goes through the one loop.
 """
 
 from __future__ import annotations

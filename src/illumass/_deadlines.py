@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 __all__ = ["Deadlines"]
+
+_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
 class Deadlines:
@@ -20,7 +23,8 @@ class Deadlines:
 
     ``start()`` before an attempt, ``finish()`` after it (always), and ``expired()`` when the
     attempt raised CancelledError: True if this timeout (and nothing else) cancelled it, as
-    ``asyncio.timeout`` decides.
+    ``asyncio.timeout`` decides. On Python 3.10, which cannot tell cancels apart, a caller's
+    cancel that meets the deadline is reported as the timeout.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -49,12 +53,12 @@ class Deadlines:
             _uncancel(task)
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
-        """Whether the CancelledError ``task`` raised came from its deadline alone."""
+        """Whether the CancelledError ``task`` raised came from its deadline alone; if so, the
+        cancel is taken back. Call it once, from the attempt's CancelledError handler."""
         if task not in self._expired:
             return False
-        _, cancelling = self._pending.get(task, (0.0, 0))
         self._expired.discard(task)
-        return _uncancel(task) <= cancelling
+        return _uncancel(task) <= self._pending[task][1]
 
     def close(self) -> None:
         """Disarm the timer, unless attempts are still pending: they keep their deadlines."""
@@ -64,7 +68,7 @@ class Deadlines:
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        now = loop.time()
+        now = loop.time() + _RESOLUTION  # asyncio may run a timer up to the clock's resolution early
         for task, (deadline, _) in self._pending.items():
             if deadline > now:
                 self._timer = loop.call_at(deadline, self._expire, loop)
@@ -82,7 +86,7 @@ if sys.version_info >= (3, 11):
     def _uncancel(task: asyncio.Task[Any]) -> int:
         return task.uncancel()
 
-else:  # Python 3.10 cannot tell a caller's cancel from ours: the timeout wins, as in aiohttp
+else:  # Python 3.10: no Task.uncancel
 
     def _cancelling(task: asyncio.Task[Any]) -> int:
         return 0

@@ -27,7 +27,7 @@ import secrets
 import sys
 import time
 from collections.abc import Coroutine, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import orjson
 
@@ -42,7 +42,6 @@ from .models import ApiKey
 __all__ = ["NEVER", "KeyMaker", "Lifetimes", "key_millis", "new_key_id"]
 
 log: Final = logging.getLogger("illumass")
-T = TypeVar("T")
 
 NEVER: Final = -1.0
 DEFAULT_EXPIRES_IN: Final = "1h"
@@ -118,7 +117,11 @@ class Lifetimes:
 
     def take(self, millis: float, *, tagged: bool = False) -> tuple[int, float] | None:
         """What :meth:`reserve` returns if it need not wait, else None (and nothing is reserved)."""
-        return self._pick(millis, *self._plan(millis, tagged), scatter=False)
+        tag = self._tag
+        reserved = self._pick(millis, *self._plan(millis, tagged), scatter=False)
+        if reserved is None:
+            self._tag = tag  # nor is a tag spent
+        return reserved
 
     def _plan(self, millis: float, tagged: bool) -> tuple[int, int, int]:
         """(whole seconds, how many lifetimes to choose from, tag) for a key of ``millis``."""
@@ -352,6 +355,9 @@ class KeyMaker:
         except asyncio.CancelledError:
             if not task.done():
                 self._track(task)
+            elif not outcome.cancelled() and outcome.exception() is None:
+                # The key arrived in the very turn the caller was cancelled: nobody receives it.
+                self._track(asyncio.ensure_future(self.discard(outcome.result().id)))
             raise
 
     async def _create_for(
@@ -366,13 +372,13 @@ class KeyMaker:
     ) -> None:
         try:
             key = await self.create(description, millis, key_id, generated=generated, trace=trace)
-        except asyncio.CancelledError:
-            outcome.cancel()
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             if not outcome.done():
                 outcome.set_exception(exc)
             return
+        except BaseException:  # cancelled, or the interpreter is stopping: the task handles it
+            outcome.cancel()
+            raise
         if outcome.done():  # the caller was cancelled: nobody will receive the key
             await self.discard(key.id)
         else:
@@ -390,13 +396,14 @@ class KeyMaker:
 
 if sys.version_info >= (3, 12):
 
-    def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """A task that runs at once until it first waits (saving an event-loop turn)."""
+    def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that runs at once until it first waits (saving an event-loop turn); it bypasses
+        any task factory set on the loop."""
         return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:
 
-    def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def _start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return loop.create_task(coro)
 
 

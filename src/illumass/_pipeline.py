@@ -56,7 +56,9 @@ class Pipeline:
         token: Secret | None = request.token
         while True:
             if request.token is None and request.authenticated:
-                token = self.auth.ready() or await self.auth.bearer(self._send, epoch)
+                token = self.auth.ready()
+                if token is None:
+                    token = await self.auth.bearer(self._send, epoch)
             error, result, retry_after = await self._attempt(request, token, trace)
             if error is None:
                 return result
@@ -90,7 +92,9 @@ class Pipeline:
         """One attempt: (None, result, None) or (error, None, Retry-After). Errors are returned, not
         raised, so that nothing of a failed attempt's context is chained onto what the caller sees."""
         pushback = self.pushback
-        ticket = pushback.acquire_nowait() or await pushback.acquire()
+        ticket = pushback.acquire_nowait()
+        if ticket is None:
+            ticket = await pushback.acquire()
         trace.attempts += 1
         debug = log.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0

@@ -44,27 +44,27 @@ class Pushback:
         self._last_cut = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def acquire_nowait(self) -> int:
-        """A ticket if there is room now (and nobody waiting), else 0."""
+    def acquire_nowait(self) -> int | None:
+        """A ticket if there is room now (and nobody waiting), else None."""
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             self._sent += 1
             return self._sent
-        return 0
+        return None
 
     async def acquire(self) -> int:
         """Wait for room; return a ticket to pass to ``pushed_back``."""
-        if self.in_flight < self.limit and not self._waiters:
-            self.in_flight += 1
-        else:
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
-            try:
-                await future  # the room is handed over with the wake-up: see _wake
-            except BaseException:
-                if future.done() and not future.cancelled():
-                    self.release()  # woken and cancelled at once: pass the room on
-                raise
+        ticket = self.acquire_nowait()
+        if ticket is not None:
+            return ticket
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # the room is handed over with the wake-up: see _wake
+        except BaseException:
+            if future.done() and not future.cancelled():
+                self.release()  # woken and cancelled at once: pass the room on
+            raise
         self._sent += 1
         return self._sent
 
