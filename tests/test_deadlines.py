@@ -174,6 +174,21 @@ async def test_a_call_in_flight_when_the_client_closes_still_times_out(server: F
         assert time.monotonic() - began < 0.9
 
 
+async def test_a_call_answered_across_aclose_leaves_no_timer(server: FakeIllumass) -> None:
+    """The 30 s timer a call kept across aclose() is disarmed when that call is answered."""
+    async with aiohttp.ClientSession() as session:
+        client = _client(server, 30.0, http_session=session)
+        await client.auth.search_api_keys()
+        server.faults.add("delay", "searchApiKeys", delay=0.2)
+        call = asyncio.ensure_future(client.auth.search_api_keys())
+        await _until(lambda: server.faults.fired("delay") == 1)
+        await client.aclose()
+        deadlines = client._pipeline.transport._deadlines
+        assert deadlines._timer is not None  # still timing the call in flight
+        await call
+        assert deadlines._timer is None
+
+
 @pytest.mark.parametrize("max_retries", [0, 2])
 async def test_a_timed_out_create_leaves_no_key(max_retries: int) -> None:
     """The server stores the key, but its answer waits for an index refresh past the timeout: revoked."""

@@ -32,6 +32,7 @@ class Deadlines:
         self._pending: dict[asyncio.Task[Any], tuple[float, int]] = {}  # in start order: oldest first
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def start(self) -> asyncio.Task[Any]:
         """Start timing the current task's attempt (a task runs one attempt at a time)."""
@@ -51,6 +52,8 @@ class Deadlines:
         if task in self._expired:  # cancelled, but it ended otherwise: take the cancel back
             self._expired.discard(task)
             _uncancel(task)
+        if self._closed:
+            self.close()  # the last attempt that crossed close() is done
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether the CancelledError ``task`` raised came from its deadline alone; if so, the
@@ -61,7 +64,9 @@ class Deadlines:
         return _uncancel(task) <= self._pending[task][1]
 
     def close(self) -> None:
-        """Disarm the timer, unless attempts are still pending: they keep their deadlines."""
+        """Disarm the timer, now or once the attempts still pending (which keep their deadlines)
+        are done."""
+        self._closed = True
         if self._timer is not None and not self._pending:
             self._timer.cancel()
             self._timer = None
