@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import run  # benchmarks/run.py: the same harness and contenders
 
@@ -28,13 +29,16 @@ SMALL, LARGE = 200, 600
 CONTENDERS = ("sdk", "raw aiohttp")
 
 
+def sequential(contender: str, n: int, url: str) -> Any:
+    """The coroutine of one contender's loop of ``n`` creates (run.py's own)."""
+    if contender == "sdk":
+        return run.sdk_sequential(url, n)()
+    return run.raw_aiohttp_sequential(url, run.login_jwt(url), n)()
+
+
 def child(contender: str, n: int, url: str) -> None:
     """One contender's loop; run under valgrind by ``count``."""
-    if contender == "sdk":
-        loop = run.sdk_sequential(url, n)
-    else:
-        loop = run.raw_aiohttp_sequential(url, run.login_jwt(url), n)
-    asyncio.run(loop())  # type: ignore[arg-type]
+    asyncio.run(sequential(contender, n, url))
 
 
 def count(contender: str, n: int, url: str) -> tuple[int, int]:
@@ -78,10 +82,7 @@ def iterations(contender: str, url: str) -> float:
     for n in (SMALL, LARGE):
         loop = _CountingLoop()
         try:
-            if contender == "sdk":
-                loop.run_until_complete(run.sdk_sequential(url, n)())
-            else:
-                loop.run_until_complete(run.raw_aiohttp_sequential(url, run.login_jwt(url), n)())
+            loop.run_until_complete(sequential(contender, n, url))
         finally:
             loop.close()
         run._last.clear()
