@@ -50,7 +50,7 @@ async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
 
 async def _attempt(deadlines: Deadlines, seconds: float) -> str:
     """What ``Transport.send`` does around an attempt that takes ``seconds``."""
-    task = deadlines.start()
+    task = deadlines.start(asyncio.get_running_loop())
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
@@ -233,7 +233,7 @@ async def test_a_callers_cancel_at_the_deadline_propagates() -> None:
     started = asyncio.Event()
 
     async def attempt() -> None:
-        task = deadlines.start()
+        task = deadlines.start(asyncio.get_running_loop())
         started.set()
         try:
             await asyncio.sleep(5.0)
@@ -260,7 +260,7 @@ async def test_a_deadline_cancel_that_the_attempt_swallowed_is_taken_back() -> N
     deadlines = Deadlines(0.0)
 
     async def attempt() -> int:
-        task = deadlines.start()
+        task = deadlines.start(asyncio.get_running_loop())
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(5.0)
@@ -278,7 +278,7 @@ async def test_a_finished_attempt_is_forgotten() -> None:
     deadlines = Deadlines(0.05)
 
     async def work() -> str:
-        task = deadlines.start()
+        task = deadlines.start(asyncio.get_running_loop())
         deadlines.finish(task)
         await asyncio.sleep(0.2)  # well past the deadline
         assert not deadlines.expired(task)
@@ -306,7 +306,7 @@ async def test_start_outside_a_task_is_refused() -> None:
 
     def callback() -> None:  # a loop callback runs in no task
         try:
-            deadlines.start()
+            deadlines.start(asyncio.get_running_loop())
         except RuntimeError as exc:
             outcome.set_result(exc)
         else:

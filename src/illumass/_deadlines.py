@@ -34,12 +34,11 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
-    def start(self) -> asyncio.Task[Any]:
-        """Start timing the current task's attempt (a task runs one attempt at a time)."""
-        task = asyncio.current_task()
+    def start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any]:
+        """Start timing the attempt of the task running on ``loop`` (one attempt at a time)."""
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("an attempt must run in a task")
-        loop = task.get_loop()
         deadline = loop.time() + self.seconds
         self._pending[task] = (deadline, _cancelling(task))
         if self._timer is None:

@@ -48,6 +48,7 @@ DEFAULT_EXPIRES_IN: Final = "1h"
 """Illumass documents a 1 h default; it is sent explicitly because stock Kuzzle defaults to never."""
 _SHIFT_SHARE: Final = 10  # a lifetime is shortened by at most a tenth...
 _SHIFT_MIN: Final = 60  # ...or a minute, whichever is more (but never below one second)
+_PLANS_KEPT: Final = 64  # lifetimes whose plan is remembered
 _SECONDS_KEPT: Final = 3  # issued tokens remembered per server second, for the last few seconds
 
 
@@ -92,6 +93,7 @@ class Lifetimes:
         self._seen_at = 0.0  # when a key of that second was last seen (monotonic)
         self._issued: dict[int, dict[str, str]] = {}  # iat -> fingerprint -> key id
         self._tag = int.from_bytes(os.urandom(2), "big") % 999
+        self._plans: dict[float, tuple[int, int, int]] = {}  # untagged plans, by lifetime asked
 
     async def reserve(
         self, millis: float, *, tagged: bool = False, scatter: bool = False
@@ -125,6 +127,16 @@ class Lifetimes:
 
     def _plan(self, millis: float, tagged: bool) -> tuple[int, int, int]:
         """(whole seconds, how many lifetimes to choose from, tag) for a key of ``millis``."""
+        if tagged:
+            return self._plan_for(millis, tagged=True)
+        plan = self._plans.get(millis)
+        if plan is None:  # computed once per lifetime: this runs for every create
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            plan = self._plans[millis] = self._plan_for(millis, tagged=False)
+        return plan
+
+    def _plan_for(self, millis: float, *, tagged: bool) -> tuple[int, int, int]:
         if millis == NEVER:  # one lifetime only: one such key per second
             return -1, 1, 0
         seconds = int(millis // 1000)
@@ -179,7 +191,9 @@ class Lifetimes:
         if iat == self._second:
             self._used.add(exp - iat if isinstance(exp, int) else -1)
             self._seen_at = time.monotonic()  # still this second (or back in it): keep its lifetimes
-        issued = self._issued.setdefault(iat, {})
+        issued = self._issued.get(iat)
+        if issued is None:
+            issued = self._issued[iat] = {}
         other = issued.setdefault(key.fingerprint, key.id)
         return other != key.id
 

