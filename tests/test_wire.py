@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from illumass import (
@@ -170,3 +171,12 @@ def test_claims_round_trip(prefix: str, payload: dict[str, Any], padded: bool) -
 def test_claims_of_non_json_payloads(payload: bytes) -> None:
     result = claims(f"kauth-e30.{encode(payload)}.sig")
     assert result is None or isinstance(result, dict)
+
+
+@given(st.one_of(st.integers(-(2**40), 2**45), st.floats(0, 2**45, allow_nan=False)))
+def test_expiry_milliseconds_become_the_exact_instant(millis: int | float) -> None:
+    # Small whole milliseconds take a faster, float-based path: it must agree to the microsecond.
+    assume(millis != -1)  # never
+    source = {"description": "d", "userId": "u", "expiresAt": millis, "ttl": 1, "fingerprint": "f"}
+    key = structure({"_id": "k", "_source": source}, ApiKey)
+    assert key.expires_at == datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=millis)

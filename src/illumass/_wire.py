@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NEVER = -1
+_FLOAT_EXACT = 2**32 * 1000  # whole milliseconds below 2**32 s (year 2106): ms / 1000 is exact to the us
 
 
 def _millis(value: object) -> int | float:
@@ -29,7 +30,10 @@ def _millis(value: object) -> int | float:
 def _epoch_ms(value: object, _: object) -> datetime | None:
     if value is None or value == _NEVER:
         return None
-    return _EPOCH + timedelta(0, 0, 0, _millis(value))  # (days, s, us, ms): positional is faster
+    millis = _millis(value)
+    if type(millis) is int and 0 <= millis < _FLOAT_EXACT:
+        return datetime.fromtimestamp(millis / 1000, timezone.utc)  # the faster way, exact here
+    return _EPOCH + timedelta(0, 0, 0, millis)  # (days, s, us, ms): positional is faster
 
 
 def _ttl_ms(value: object, _: object) -> timedelta | None:
