@@ -12,6 +12,7 @@ import aiohttp.http_writer
 import pytest
 
 from illumass import APIConnectionError
+from illumass._inline_body import InlineBodyRequest
 from illumass._request import Request
 from illumass._transport import AttemptFailed, Transport
 
@@ -105,6 +106,19 @@ async def test_a_large_body_is_sent_whole_and_once(
     [chunks] = requests
     assert b"".join(chunks).partition(b"\r\n\r\n")[2] == body
     assert body_tasks == [1]  # aiohttp's own way
+
+
+async def test_a_chunked_body_is_left_to_aiohttp(
+    recorder: tuple[str, list[list[bytes]]], body_tasks: list[int]
+) -> None:
+    # The headers' write of a chunked request also ends its body: nothing may follow it.
+    url, requests = recorder
+    async with aiohttp.ClientSession(request_class=InlineBodyRequest) as session:
+        response = await session.post(url, data=b'{"a":1}', chunked=True)
+        response.release()
+        assert response.status == 200
+    assert body_tasks == [1]
+    assert b"".join(requests[0]).partition(b"\r\n\r\n")[2].startswith(b"7\r\n")
 
 
 async def test_a_request_without_body_is_unchanged(recorder: tuple[str, list[list[bytes]]]) -> None:

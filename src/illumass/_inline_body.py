@@ -1,9 +1,10 @@
-"""Small request bodies sent in the same write as their headers, by the task sending the request.
+"""Small request bodies written by the task sending the request, appended to its headers.
 
-aiohttp writes a request body from a task of its own: a Task, and before Python 3.12 two more
-event-loop turns (its start, its done callbacks), per request. That was a tenth of the SDK's CPU
-per ``create_api_key`` on Python 3.11. The SDK's bodies are small bytes known before the request
-starts, so they go out with the headers, in one write, and aiohttp sends a request without body.
+aiohttp writes a request body from a task of its own: a Task per request and, before Python
+3.12, two more event-loop turns (its start, its done callbacks). That was a tenth of the SDK's
+CPU per ``create_api_key`` on Python 3.11. The SDK's bodies are small bytes known before the
+request starts, so aiohttp is left to send a request without body, and the body goes out in the
+same write as the headers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class InlineBodyRequest(aiohttp.ClientRequest):
             or body.size is None
             or body.size > _INLINE_MAX
             or self._continue is not None
+            or self.chunked is not None  # the headers' write would end the body
+            or self.compress
             or protocol is None
             or transport is None
             or protocol.writing_paused
@@ -42,7 +45,9 @@ class InlineBodyRequest(aiohttp.ClientRequest):
         try:
             response = await super().send(conn)
         finally:
-            protocol.transport = transport
+            if protocol.transport is not None:  # not if the connection was lost meanwhile
+                protocol.transport = transport
+            self._body = body  # for whatever sends this request again (aiohttp's resend, redirects)
         if not joined.sent:  # an aiohttp that writes headers some other way: fail, never hang
             conn.close()
             raise aiohttp.ClientConnectionError("the request body could not be written")
@@ -50,7 +55,7 @@ class InlineBodyRequest(aiohttp.ClientRequest):
 
 
 class _HeadersWithBody:
-    """The connection's transport, whose next write (the headers) carries the body too."""
+    """The connection's transport, which appends the body to the write that ends the headers."""
 
     def __init__(self, transport: Any, body: bytes) -> None:
         self._transport = transport
@@ -58,11 +63,10 @@ class _HeadersWithBody:
         self.sent = False
 
     def write(self, data: bytes) -> None:
-        if self.sent:
-            self._transport.write(data)
-        else:
+        if not self.sent and data.endswith(b"\r\n\r\n"):
             self.sent = True
-            self._transport.write(data + self._body)
+            data += self._body
+        self._transport.write(data)
 
     def is_closing(self) -> bool:
         return bool(self._transport.is_closing())

@@ -32,7 +32,10 @@ def _epoch_ms(value: object, _: object) -> datetime | None:
         return None
     millis = _millis(value)
     if type(millis) is int and 0 <= millis < _FLOAT_EXACT:
-        return datetime.fromtimestamp(millis / 1000, timezone.utc)  # the faster way, exact here
+        try:
+            return datetime.fromtimestamp(millis / 1000, timezone.utc)  # the faster way, exact here
+        except (OverflowError, OSError):  # past 2038 where time_t has 32 bits
+            pass
     return _EPOCH + timedelta(0, 0, 0, millis)  # (days, s, us, ms): positional is faster
 
 
