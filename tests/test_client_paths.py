@@ -94,6 +94,17 @@ async def test_listing_past_the_window_keeps_the_query(client: AsyncIllumass, se
     assert set(listed) == kept
 
 
+async def test_a_range_of_nearly_the_window_is_paged_within_it(
+    client: AsyncIllumass, server: FakeIllumass
+) -> None:
+    # 9,500 keys in one range, pages of 3,000: the fourth page may ask only for what the window holds.
+    ranged = _seed(server, 9_500, lambda i: 1_900_000_000_000.0 + i, "ranged")
+    never = _seed(server, 600, lambda i: -1.0, "never")
+    listed = [key.id async for key in client.auth.iter_api_keys(page_size=3000)]
+    assert len(listed) == len(set(listed)) == 10_100
+    assert set(listed) == ranged | never
+
+
 @pytest.mark.parametrize("expires_at", [-1.0, 1_900_000_000_000.0], ids=["never", "same-instant"])
 async def test_more_than_the_window_with_one_expiry_is_a_clear_error(
     client: AsyncIllumass, server: FakeIllumass, expires_at: float

@@ -187,14 +187,15 @@ class AsyncAuthAPI:
                 continue
             offset = 0
             while True:
-                page = await self._search(narrowed, offset, size)
+                count = min(size, _WINDOW - offset)  # the range holds fewer than 10,000
+                page = await self._search(narrowed, offset, count)
                 for key in page.hits:
                     if key.id not in seen:
                         seen.add(key.id)
                         yield key
-                if len(page.hits) < size:
-                    break
                 offset += len(page.hits)
+                if len(page.hits) < count or offset >= _WINDOW:
+                    break
 
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke an API key; searches stop listing it at once. NotFoundError for an unknown id."""
