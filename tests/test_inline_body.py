@@ -73,8 +73,12 @@ def body_tasks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return started
 
 
+def _transport(url: str) -> Transport:
+    return Transport(url, timeout=5.0, max_connections=2, max_response_size=1 << 20, trust_env=False)
+
+
 async def _send(url: str, request: Request) -> None:
-    transport = Transport(url, timeout=5.0, max_connections=2, max_response_size=1 << 20, trust_env=False)
+    transport = _transport(url)
     try:
         response = await transport.send(request, None)
         assert response.status == 200 and response.data == {"result": {"ok": True}}
@@ -136,7 +140,7 @@ async def test_an_aiohttp_that_writes_headers_elsewhere_fails_the_attempt_at_onc
     # silently (the request would wait for its timeout), nor be written ahead of the headers.
     url, requests = recorder
     monkeypatch.setattr(aiohttp.http_writer.StreamWriter, "set_eof", lambda self: None)
-    transport = Transport(url, timeout=5.0, max_connections=2, max_response_size=1 << 20, trust_env=False)
+    transport = _transport(url)
     started = time.monotonic()
     try:
         with pytest.raises(AttemptFailed) as failed:
