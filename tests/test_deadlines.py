@@ -316,3 +316,29 @@ async def test_start_outside_a_task_is_refused() -> None:
     error = await outcome
     assert isinstance(error, RuntimeError) and str(error) == "an attempt must run in a task"
     assert deadlines._timer is None and not deadlines._pending
+
+
+async def test_a_cancelled_callers_create_times_out_in_its_own_task() -> None:
+    """The caller leaves a create in flight; the create's deadline then ends that create, in the
+    task that carries it on, and never cancels the caller, which went on with other work."""
+    async with FakeIllumass(seed=1, refresh_interval=30.0, api_key_cap=None) as server:
+        try:
+            async with _client(server, 0.5) as client:
+                await client.auth.login()
+                creating = asyncio.ensure_future(client.auth.create_api_key("left"))
+                await _until(lambda: bool(server.api_keys))  # made; the answer waits ~30 s
+
+                async def caller_goes_on() -> str:
+                    creating.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await creating
+                    await asyncio.sleep(0.7)  # past the create's deadline (0.5 s)
+                    return "not cancelled"
+
+                assert await asyncio.ensure_future(caller_goes_on()) == "not cancelled"
+                # The create timed out and its key is being revoked (answered at the refresh).
+                assert server.stats.requests["deleteApiKey"] == 1
+                server.refresh()
+        finally:
+            server.refresh()
+        assert server.api_keys == {}

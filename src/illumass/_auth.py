@@ -8,6 +8,7 @@ included, goes through the one loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -15,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import anyio
 import attrs
 import orjson
 
@@ -87,8 +87,8 @@ class Auth:
         self._expires_at: float | None = None  # monotonic; None: never
         if session_token is not None:
             self._track(_lifetime({}, session_token, time.time()), time.monotonic())
-        self._lock: anyio.Lock | None = None
-        self._logins = 0  # login attempts so far: a waiter learns whether one ran while it waited
+        self._lock: asyncio.Lock | None = None
+        self._logins = 0  # logins ended so far: a waiter learns whether one ended while it waited
         self._failed: IllumassError | None = None  # the last login's failure, for those waiters
         self._refused: IllumassError | None = None  # credentials the server refused
         self.epoch = 0
@@ -162,9 +162,11 @@ class Auth:
         self._bearer = self._token = None
         self._renew_at = self._expires_at = None
 
-    def _get_lock(self) -> anyio.Lock:
+    def _get_lock(self) -> asyncio.Lock:
+        # asyncio's lock has no owner: a create whose caller was cancelled may carry a login on
+        # in another task (see _detach), and release the lock there.
         if self._lock is None:
-            self._lock = anyio.Lock()
+            self._lock = asyncio.Lock()
         return self._lock
 
     async def _renew(
@@ -213,7 +215,6 @@ class Auth:
                 "no credentials: pass email and password (or ILLUMASS_EMAIL / ILLUMASS_PASSWORD), "
                 "or an api_key"
             )
-        self._logins += 1
         sent_at = time.monotonic()
         sent_at_wall = time.time()
         body = {"email": self._email, "password": self._password.get_secret_value()}
@@ -234,6 +235,9 @@ class Auth:
         except IllumassError as exc:
             self._failed = exc
             raise
+        finally:
+            # Counted when it ends: a waiter that arrived while it was in flight learns its outcome
+            self._logins += 1
         self._failed = None
         self._token, self._bearer = token, token.jwt
         lifetime = _lifetime(result, token.jwt, sent_at_wall)

@@ -13,9 +13,17 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["Deadlines"]
+__all__ = ["DEADLINE", "Deadlines"]
 
 _RESOLUTION = time.get_clock_info("monotonic").resolution
+
+
+class _Message(str):
+    __slots__ = ()
+
+
+DEADLINE = _Message("illumass: the attempt's deadline passed")
+"""The message of the cancels that deadlines send (told apart by identity, not by value)."""
 
 
 class Deadlines:
@@ -23,8 +31,10 @@ class Deadlines:
 
     ``start()`` before an attempt, ``finish()`` after it (always), and ``expired()`` when the
     attempt raised CancelledError: True if this timeout (and nothing else) cancelled it, as
-    ``asyncio.timeout`` decides. On Python 3.10, which cannot tell cancels apart, a caller's
-    cancel that meets the deadline is reported as the timeout.
+    ``asyncio.timeout`` decides. ``finish()`` and ``expired()`` take the task running the
+    attempt at that time: an attempt may move to another task (see ``moved()``). On Python 3.10,
+    which cannot tell cancels apart, a caller's cancel that meets the deadline is reported as the
+    timeout.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -45,8 +55,10 @@ class Deadlines:
             self._timer = loop.call_at(deadline, self._expire, loop)
         return task
 
-    def finish(self, task: asyncio.Task[Any]) -> None:
+    def finish(self, task: asyncio.Task[Any] | None) -> None:
         """Stop timing ``task``'s attempt."""
+        if task is None:
+            return
         self._pending.pop(task, None)
         if task in self._expired:  # cancelled, but it ended otherwise: take the cancel back
             self._expired.discard(task)
@@ -54,13 +66,32 @@ class Deadlines:
         if self._closed:
             self.close()  # the last attempt that crossed close() is done
 
-    def expired(self, task: asyncio.Task[Any]) -> bool:
+    def expired(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether the CancelledError ``task`` raised came from its deadline alone; if so, the
         cancel is taken back. Call it once, from the attempt's CancelledError handler."""
-        if task not in self._expired:
+        if task is None or task not in self._expired:
             return False
         self._expired.discard(task)
         return _uncancel(task) <= self._pending[task][1]
+
+    def moved(self, old: asyncio.Task[Any], new: asyncio.Task[Any], *, resend: bool) -> None:
+        """The attempt ``old`` was running goes on in ``new`` (see ``_detach``); its deadline follows.
+
+        If the deadline already cancelled ``old``, that cancel is taken back from ``old`` and,
+        when ``resend``, sent to ``new`` (otherwise the attempt already received it).
+        """
+        if old not in self._pending:
+            return
+        self._pending = {  # same order: the attempts' deadlines stay in start order
+            (new if task is old else task): ((entry[0], _cancelling(new)) if task is old else entry)
+            for task, entry in self._pending.items()
+        }
+        if old in self._expired:
+            self._expired.discard(old)
+            _uncancel(old)
+            self._expired.add(new)
+            if resend:
+                new.cancel(DEADLINE)
 
     def close(self) -> None:
         """Disarm the timer, now or once the attempts still pending (which keep their deadlines)
@@ -79,7 +110,7 @@ class Deadlines:
                 return
             if task not in self._expired:
                 self._expired.add(task)
-                task.cancel()
+                task.cancel(DEADLINE)
 
 
 if sys.version_info >= (3, 11):

@@ -108,6 +108,10 @@ class Transport:
         if session is not None and self._own_session and not session.closed:
             await session.close()
 
+    def moved(self, old: asyncio.Task[Any], new: asyncio.Task[Any], *, resend: bool) -> None:
+        """An attempt running in ``old`` goes on in ``new``: see ``Deadlines.moved``."""
+        self._deadlines.moved(old, new, resend=resend)
+
     async def send(self, request: Request, token: Secret | None) -> Response:
         """One attempt. Raises AttemptFailed when no response arrived."""
         session, loop = self._session_for_this_loop()
@@ -116,7 +120,7 @@ class Transport:
             url = url.with_query(request.params)
         data = request.body
         failure: AttemptFailed | None = None
-        task = self._deadlines.start(loop)
+        self._deadlines.start(loop)
         try:
             async with session.request(
                 request.method,
@@ -142,7 +146,8 @@ class Transport:
         except aiohttp.ClientConnectorError as exc:  # nothing was sent
             failure = _failed(APIConnectionError(f"{request.method} {request.path}: {exc.strerror or exc}"))
         except asyncio.CancelledError:
-            if not self._deadlines.expired(task):
+            # The task running the attempt now: a create whose caller was cancelled moves on
+            if not self._deadlines.expired(asyncio.current_task(loop)):
                 raise
             failure = _failed(
                 APITimeoutError(
@@ -166,7 +171,7 @@ class Transport:
                 reached=True,
             )
         finally:
-            self._deadlines.finish(task)
+            self._deadlines.finish(asyncio.current_task(loop))
         if failure is not None:
             raise failure  # outside the except blocks: nothing of aiohttp's stays on __context__
         request_id = headers.get("X-Kuzzle-Request-Id")

@@ -1,0 +1,245 @@
+"""A coroutine awaited through ``keep_going``: it runs in the caller's task, and a caller's cancel
+hands it, where it stands, to a task that carries it on (every state a cancel can meet it in)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import sys
+from typing import Any
+
+import anyio
+import pytest
+
+from illumass._deadlines import DEADLINE, Deadlines
+from illumass._detach import Rest, keep_going
+
+pytestmark = pytest.mark.anyio
+
+_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("_VAR", default="unset")
+
+
+class _Work:
+    """A coroutine that waits for ``gate`` and records which task ran each of its steps."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.seen: list[str] = []
+        self.adopted: list[asyncio.Task[Any]] = []
+        self.owners: list[asyncio.Task[Any] | None] = []
+        self.coros: list[Any] = []
+
+    async def run(self, *, bare_yield: bool = False) -> str:
+        self.tasks.append(asyncio.current_task())
+        if bare_yield:
+            await asyncio.sleep(0)
+        value = await self.gate
+        self.tasks.append(asyncio.current_task())
+        self.seen.append(_VAR.get())
+        _VAR.set("changed by the work")
+        return value
+
+    def adopt(self, rest: Rest[str]) -> None:
+        self.owners.append(rest.owner)
+        self.adopted.append(rest.start())
+
+    def call(self, **kwargs: Any) -> asyncio.Task[str]:
+        async def caller() -> str:
+            coro = self.run(**kwargs)
+            self.coros.append(coro)
+            return await keep_going(coro, self.adopt)
+
+        return asyncio.ensure_future(caller())
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_without_a_cancel_it_runs_in_the_callers_task_and_returns() -> None:
+    work = _Work()
+    caller = work.call()
+    await _turns()
+    work.gate.set_result("done")
+    assert await caller == "done"
+    assert work.tasks == [caller, caller] and not work.adopted
+
+
+async def test_its_exceptions_reach_the_caller() -> None:
+    work = _Work()
+    caller = work.call()
+    await _turns()
+    work.gate.set_exception(LookupError("nope"))
+    with pytest.raises(LookupError, match="nope"):
+        await caller
+    assert not work.adopted
+
+
+async def test_a_cancel_while_it_waits_hands_it_over_and_the_caller_raises_at_once() -> None:
+    work = _Work()
+    _VAR.set("the caller's")
+    caller = work.call()
+    await _turns()
+    caller.cancel("bye")
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await caller
+    if sys.version_info >= (3, 11):  # 3.10 drops a cancel's message on the way to the awaiter
+        assert raised.value.args == ("bye",)
+    assert not work.gate.done()  # the caller did not wait for the work
+    [adopted] = work.adopted
+    assert work.owners == [caller]
+    work.gate.set_result("finished anyway")
+    assert await adopted == "finished anyway"
+    assert work.tasks == [caller, adopted]
+    assert work.seen == ["the caller's"]  # it goes on in (a copy of) the caller's context
+    assert _VAR.get() == "the caller's"
+    if sys.version_info >= (3, 11):
+        assert caller.cancelling() == 1  # the caller's one cancel, nothing more
+
+
+async def test_a_cancel_as_its_future_completes_hands_over_the_result() -> None:
+    """The future is done and the caller's wake-up queued when the cancel comes."""
+    work = _Work()
+    caller = work.call()
+    await _turns()
+    work.gate.set_result("arrived")
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    [adopted] = work.adopted
+    assert await adopted == "arrived"
+
+
+async def test_a_cancel_at_a_bare_yield_hands_it_over() -> None:
+    work = _Work()
+    caller = work.call(bare_yield=True)
+    await asyncio.sleep(0)  # the caller ran to its bare yield and is ready to run again
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    [adopted] = work.adopted
+    work.gate.set_result("later")
+    assert await adopted == "later"
+
+
+async def test_a_deadline_cancel_reaches_the_work_itself() -> None:
+    work = _Work()
+    caller = work.call()
+    await _turns()
+    caller.cancel(DEADLINE)
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert work.gate.cancelled() and not work.adopted
+
+
+async def test_asyncio_timeout_gives_the_caller_timeouterror_at_once() -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout is new in 3.11")
+    work = _Work()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await keep_going(work.run(), work.adopt)
+    assert loop.time() - began < 1.0 and not work.gate.done()
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    work.gate.set_result("done")
+    assert await work.adopted[0] == "done"
+
+
+async def test_an_anyio_cancel_scope_leaves_at_once() -> None:
+    work = _Work()
+    with anyio.move_on_after(0.05) as scope:
+        await keep_going(work.run(), work.adopt)
+    assert scope.cancelled_caught and not work.gate.done()
+    work.gate.set_result("done")
+    assert await work.adopted[0] == "done"
+
+
+async def test_a_cancel_sent_to_the_adopting_task_before_it_ran_reaches_the_work() -> None:
+    """The adopting task's coroutine is the rest itself: a throw before its first step is not lost."""
+    work = _Work()
+    caller = work.call()
+    await _turns()
+    caller.cancel()
+    [adopted] = work.adopted
+    adopted.cancel(DEADLINE)
+    with pytest.raises(asyncio.CancelledError):
+        await adopted
+    # The work itself received it, at its await, and ended there: not left suspended.
+    assert inspect.getcoroutinestate(work.coros[0]) == inspect.CORO_CLOSED
+    assert len(work.tasks) == 1 and not work.gate.done()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+# -- Deadlines follow an attempt that moves ----------------------------------------------------------
+
+
+async def _hold(deadlines: Deadlines, gate: asyncio.Future[None], *, start: bool = True) -> str:
+    """An attempt, as Transport.send runs one, that asks the current task at its end."""
+    loop = asyncio.get_running_loop()
+    if start:
+        deadlines.start(loop)
+    try:
+        await gate
+    except asyncio.CancelledError:
+        if not deadlines.expired(asyncio.current_task(loop)):
+            raise
+        return "timed out"
+    finally:
+        deadlines.finish(asyncio.current_task(loop))
+    return "answered"
+
+
+async def test_a_moved_attempts_deadline_cancels_its_new_task_not_the_caller() -> None:
+    deadlines = Deadlines(0.1)
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    adopted: list[asyncio.Task[str]] = []
+
+    def adopt(rest: Rest[str]) -> None:
+        task = rest.start()
+        adopted.append(task)
+        assert rest.owner is not None
+        deadlines.moved(rest.owner, task, resend=not rest.waited)
+
+    async def caller() -> str:
+        with pytest.raises(asyncio.CancelledError):
+            await keep_going(_hold(deadlines, gate), adopt)
+        current = asyncio.current_task()
+        assert current is not None
+        if sys.version_info >= (3, 11):
+            current.uncancel()
+        await asyncio.sleep(0.3)  # past the attempt's deadline: it must not cancel this task
+        return "the caller went on"
+
+    task = asyncio.ensure_future(caller())
+    await _turns()
+    task.cancel()
+    assert await task == "the caller went on"
+    assert await adopted[0] == "timed out"
+    assert not deadlines._pending and not deadlines._expired
+
+
+async def test_a_deadline_that_already_cancelled_the_caller_is_taken_back_and_resent() -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("3.10 keeps no count of cancels")
+    deadlines = Deadlines(0.0)
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    old = asyncio.ensure_future(_hold(deadlines, gate))
+    new = asyncio.ensure_future(_hold(deadlines, loop.create_future(), start=False))
+    await _turns()
+    deadlines._expire(loop)  # the deadline cancels the attempt's task, and before that task
+    assert old in deadlines._expired and old.cancelling() == 1  # runs again, the attempt moves
+    deadlines.moved(old, new, resend=True)
+    assert old.cancelling() == 0 and new in deadlines._expired
+    assert await new == "timed out"
+    assert not deadlines._pending and not deadlines._expired
+    old.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await old
