@@ -56,16 +56,7 @@ class KeepGoing(Generic[T]):
         return self
 
     def __next__(self) -> Any:
-        # The hot path: every step of the coroutine passes here (asyncio sends only None).
-        if self._left is not None:
-            raise self._left
-        yielded = self._coro.send(None)
-        if isinstance(yielded, asyncio.Future):
-            self._waiting = yielded
-            self._asyncio_future_blocking = True
-            return self  # the caller's task waits on us, and so its cancels reach us
-        self._waiting = None
-        return yielded
+        return self.send(None)  # asyncio sends only None
 
     def send(self, value: Any) -> Any:
         if self._left is not None:
