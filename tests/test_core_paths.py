@@ -687,3 +687,22 @@ async def test_a_long_description_that_fits_is_sent(client: AsyncIllumass, serve
     description = "d" * 200_000  # past the quick bound (6 bytes a character), under 1 MB as JSON
     key = await client.auth.create_api_key(description)
     assert server.api_keys[key.id].description == description
+
+
+@pytest.mark.anyio
+async def test_a_waiter_whose_login_was_cancelled_logs_in_itself(server: FakeIllumass) -> None:
+    """An earlier login failed; the next one is cancelled in flight: a call that waited for it
+    logs in itself rather than raise the earlier failure."""
+    async with AsyncIllumass(server.url, email=server.email, password=server.password, max_retries=0) as c:
+        server.faults.add("status", "login", status=503)
+        with pytest.raises(ServiceUnavailableError):
+            await c.auth.search_api_keys()
+        slow = server.faults.add("delay", "login", delay=0.3)
+        leader = asyncio.ensure_future(c.auth.search_api_keys())
+        await asyncio.sleep(0.05)  # its login is in flight
+        waiter = asyncio.ensure_future(c.auth.search_api_keys())
+        await asyncio.sleep(0.05)  # waiting for that login
+        leader.cancel()
+        assert (await waiter).total == 0
+        assert slow.fired == 1
+    assert server.stats.requests["login"] == 3

@@ -243,3 +243,95 @@ async def test_a_deadline_that_already_cancelled_the_caller_is_taken_back_and_re
     old.cancel()
     with pytest.raises(asyncio.CancelledError):
         await old
+
+
+async def test_a_deadline_then_an_anyio_scope_cancel_in_one_turn_leaves_the_scope() -> None:
+    """The deadline cancels the attempt's future, then the caller's scope cancels the caller: the
+    caller gets its own CancelledError (anyio knows it by its message), the attempt the deadline's."""
+    deadlines = Deadlines(1000.0)
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    adopted: list[asyncio.Task[str]] = []
+
+    def adopt(rest: Rest[str]) -> None:
+        task = rest.start()
+        adopted.append(task)
+        assert rest.owner is not None
+        deadlines.moved(rest.owner, task, resend=not rest.waited)
+
+    scopes: list[anyio.CancelScope] = []
+
+    async def caller() -> bool:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await keep_going(_hold(deadlines, gate), adopt)
+        return scope.cancelled_caught
+
+    task = asyncio.ensure_future(caller())
+    await _turns()
+
+    def both() -> None:
+        deadlines._expired.add(task)  # what Deadlines._expire does for an overdue attempt
+        task.cancel(DEADLINE)
+        scopes[0].cancel()
+
+    loop.call_soon(both)
+    assert await task is True
+    assert await adopted[0] == "timed out"
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 0
+
+
+def test_a_cancel_while_the_loop_is_stopped_reaches_the_work() -> None:
+    """asyncio.run() cancels every task once its main coroutine is done, with the loop stopped: a
+    task started then could not run. The cancel goes to the work, as without keep_going."""
+    loop = asyncio.new_event_loop()
+    try:
+        work: list[_Work] = []
+
+        async def begin() -> asyncio.Task[str]:
+            work.append(_Work())
+            caller = work[0].call()
+            await _turns()
+            return caller
+
+        caller = loop.run_until_complete(begin())
+        caller.cancel()  # the loop is not running
+        [outcome] = loop.run_until_complete(asyncio.gather(caller, return_exceptions=True))
+        assert isinstance(outcome, asyncio.CancelledError)
+        assert not work[0].adopted
+        assert inspect.getcoroutinestate(work[0].coros[0]) == inspect.CORO_CLOSED
+    finally:
+        loop.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in 3.12")
+async def test_the_adopting_task_does_not_start_eagerly() -> None:
+    """With an eager task factory the rest would run before its deadline moved to its task."""
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        deadlines = Deadlines(1000.0)
+        gate: asyncio.Future[None] = loop.create_future()
+        adopted: list[asyncio.Task[str]] = []
+
+        def adopt(rest: Rest[str]) -> None:
+            task = rest.start()
+            adopted.append(task)
+            assert rest.owner is not None
+            deadlines.moved(rest.owner, task, resend=not rest.waited)
+
+        async def caller() -> str:
+            return await keep_going(_hold(deadlines, gate), adopt)
+
+        task = asyncio.ensure_future(caller())
+        await _turns()
+        gate.set_result(None)
+        task.cancel()  # the answer is in, and the caller not yet woken
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await adopted[0] == "answered"
+        assert not deadlines._pending and not deadlines._expired
+    finally:
+        loop.set_task_factory(factory)

@@ -215,6 +215,7 @@ class Auth:
                 "no credentials: pass email and password (or ILLUMASS_EMAIL / ILLUMASS_PASSWORD), "
                 "or an api_key"
             )
+        self._failed = None  # an earlier login's: not what waiters for this one should get
         sent_at = time.monotonic()
         sent_at_wall = time.time()
         body = {"email": self._email, "password": self._password.get_secret_value()}

@@ -36,7 +36,10 @@ def keep_going(coro: Coroutine[Any, Any, T], adopt: Adopt[T]) -> KeepGoing[T]:
 
 
 class KeepGoing(Generic[T]):
-    """The awaitable of :func:`keep_going`; also the future-like object the caller's task waits on."""
+    """The awaitable of :func:`keep_going`; also the future-like object the caller's task waits on.
+
+    Await it in a coroutine, nothing else: it is no future before its coroutine's first step.
+    """
 
     __slots__ = ("_adopt", "_asyncio_future_blocking", "_context", "_coro", "_left", "_waiting", "_wakeup")
 
@@ -65,8 +68,10 @@ class KeepGoing(Generic[T]):
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         exc = typ if val is None else val
-        if self._left is not None:
-            raise exc  # the caller's CancelledError: the coroutine is no longer the caller's
+        if self._left is not None:  # the coroutine is no longer the caller's
+            # A deadline's cancel that met the caller's in one turn is the attempt's (it reaches
+            # the coroutine through its future): the caller raises its own (anyio knows its own).
+            raise self._left if _is_deadline(exc) else exc
         if (
             isinstance(exc, asyncio.CancelledError)
             and self._waiting is None  # else the future the coroutine awaits was cancelled: its own
@@ -105,7 +110,9 @@ class KeepGoing(Generic[T]):
         waiting = self._waiting
         if self._left is not None or waiting is None:
             return False
-        if msg is DEADLINE:
+        if msg is DEADLINE or not waiting.get_loop().is_running():
+            # Not the caller's; or asyncio.run() cancelling every task at its end, when a task
+            # started now would never run: the coroutine is cancelled, as without this object.
             return waiting.cancel(msg=msg)
         exc = asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg)
         wakeup = self._wakeup
@@ -171,11 +178,13 @@ class Rest(Coroutine[Any, Any, T]):
         The task is the rest's own coroutine, so a cancel sent to it before its first step still
         reaches the handed-over coroutine.
         """
+        # Not through the loop's task factory: an eager one would run the rest before the
+        # caller's adopt() has moved its attempt's deadline to the task.
         if self._context is not None:
             with contextlib.suppress(RuntimeError):  # the context is in use: take the current one
-                task: asyncio.Task[T] = self._context.run(self._loop.create_task, self)
+                task: asyncio.Task[T] = self._context.run(asyncio.Task, self, loop=self._loop)
                 return task
-        return self._loop.create_task(self)
+        return asyncio.Task(self, loop=self._loop)
 
     @property
     def waited(self) -> bool:
