@@ -406,6 +406,47 @@ async def test_a_cancelled_create_that_fails_revokes_nothing(server: FakeIllumas
     assert list(server.api_keys) == [other.id] and server.api_keys[other.id].description == "someone's"
 
 
+async def test_a_create_cancelled_while_it_logs_in_goes_on_and_leaves_the_client_usable(
+    server: FakeIllumass,
+) -> None:
+    """The create holds the login lock when its caller is cancelled: the task that carries it on
+    releases it."""
+    async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as client:
+        delay = server.faults.add("delay", "login", delay=0.2)
+        task = asyncio.ensure_future(client.auth.create_api_key("abandoned while logging in"))
+        await _until(lambda: server.stats.in_flight > 0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert delay.fired == 1
+        key = await client.auth.create_api_key("kept")  # waits for that login, then uses it
+    assert server.stats.requests["login"] == 1
+    assert list(server.api_keys) == [key.id]  # the abandoned key was made, then revoked
+    assert server.stats.requests["createApiKey"] == 2 and server.stats.requests["deleteApiKey"] == 1
+
+
+async def test_a_cancelled_create_that_fails_unexpectedly_is_logged(
+    server: FakeIllumass, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error that is no IllumassError (a bug) in a create nobody waits for any more is logged."""
+    async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as client:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            await gate
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(client._keys, "create", broken)
+        caller = asyncio.ensure_future(client.auth.create_api_key("abandoned"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        gate.set_result(None)
+    assert "a cancelled caller's create failed unexpectedly" in caplog.text and "a bug" in caplog.text
+
+
 # -- servers that answer oddly --------------------------------------------------------------------
 
 
@@ -497,22 +538,3 @@ class _serve:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
-
-
-async def test_a_create_cancelled_while_it_logs_in_goes_on_and_leaves_the_client_usable(
-    server: FakeIllumass,
-) -> None:
-    """The create holds the login lock when its caller is cancelled: the task that carries it on
-    releases it."""
-    async with AsyncIllumass(server.url, email=server.email, password=server.password, **FAST) as client:
-        delay = server.faults.add("delay", "login", delay=0.2)
-        task = asyncio.ensure_future(client.auth.create_api_key("abandoned while logging in"))
-        await _until(lambda: server.stats.in_flight > 0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert delay.fired == 1
-        key = await client.auth.create_api_key("kept")  # waits for that login, then uses it
-    assert server.stats.requests["login"] == 1
-    assert list(server.api_keys) == [key.id]  # the abandoned key was made, then revoked
-    assert server.stats.requests["createApiKey"] == 2 and server.stats.requests["deleteApiKey"] == 1

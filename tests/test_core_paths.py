@@ -699,9 +699,12 @@ async def test_a_waiter_whose_login_was_cancelled_logs_in_itself(server: FakeIll
             await c.auth.search_api_keys()
         slow = server.faults.add("delay", "login", delay=0.3)
         leader = asyncio.ensure_future(c.auth.search_api_keys())
-        await asyncio.sleep(0.05)  # its login is in flight
+        for _ in range(500):  # until its login is in flight
+            if server.stats.in_flight:
+                break
+            await asyncio.sleep(0.002)
         waiter = asyncio.ensure_future(c.auth.search_api_keys())
-        await asyncio.sleep(0.05)  # waiting for that login
+        await asyncio.sleep(0.01)  # the waiter waits for that login (the server holds it 0.3 s)
         leader.cancel()
         assert (await waiter).total == 0
         assert slow.fired == 1

@@ -335,3 +335,19 @@ async def test_the_adopting_task_does_not_start_eagerly() -> None:
         assert not deadlines._pending and not deadlines._expired
     finally:
         loop.set_task_factory(factory)
+
+
+async def test_the_rest_resumes_after_the_callbacks_its_future_already_had() -> None:
+    """The future completes in the turn of the hand-over: its earlier callbacks run first (asyncio's
+    sock_connect relies on its own running before the awaiting coroutine goes on)."""
+    work = _Work()
+    steps_seen: list[int] = []
+    work.gate.add_done_callback(lambda _: steps_seen.append(len(work.tasks)))
+    caller = work.call()
+    await _turns()
+    caller.cancel()
+    work.gate.set_result("done")
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await work.adopted[0] == "done"
+    assert steps_seen == [1]  # the callback ran before the work's step after its await

@@ -109,7 +109,7 @@ class AsyncAuthAPI:
         generated = key_id is None
         ident = new_key_id() if key_id is None else _args.key_id(key_id)
         trace = Trace(retries_left=self._pipeline.max_retries)
-        return await self._keys.create_shielded(text, millis, ident, generated=generated, trace=trace)
+        return await self._keys.create_cancel_safe(text, millis, ident, generated=generated, trace=trace)
 
     async def search_api_keys(
         self, query: Mapping[str, Any] | None = None, *, from_: int = 0, size: int = 100

@@ -1,12 +1,12 @@
 """Awaiting a coroutine that outlives its caller's cancellation, without a task of its own.
 
-``asyncio.shield`` (or any task started to the same end) costs two event-loop iterations per call:
-one to start the task, one to wake the caller; on Python 3.11 that was a tenth of the CPU of a
-``create_api_key``. Here the coroutine runs in the caller's own task, and that task waits on this
-object instead of the future the coroutine waits for (asyncio's protocol for future-like objects,
-the one ``asyncio.isfuture`` checks). A cancel of the caller therefore reaches this object, not
-the coroutine: the coroutine is handed, exactly where it stands, to a new task that carries it on,
-and the caller gets its CancelledError at once.
+A task started per call to the same end (as ``asyncio.shield`` does) costs event-loop iterations:
+two on Python 3.11 (its start, then waking the caller), one on 3.12+; removing it saved 6% of the
+instructions of a ``create_api_key`` on 3.11. Here the coroutine runs in the caller's own task,
+and that task waits on this object instead of the future the coroutine waits for (asyncio's
+protocol for future-like objects, the one ``asyncio.isfuture`` checks). A cancel of the caller
+therefore reaches this object, not the coroutine: the coroutine is handed, exactly where it
+stands, to a new task that carries it on, and the caller gets its CancelledError at once.
 
 Cancels whose message is :data:`DEADLINE` (the attempt deadlines') are not the caller's: they
 reach the coroutine as they would without this object.
@@ -199,8 +199,11 @@ class Rest(Coroutine[Any, Any, T]):
 
     def __next__(self) -> Any:
         waiting, self._waiting = self._waiting, None
-        if waiting is not None and not waiting.done():
-            waiting._asyncio_future_blocking = True  # yielded as the coroutine's await yields it
+        if waiting is not None:
+            # Yielded even if done, as the coroutine's await yields it: the task then resumes
+            # the coroutine after the callbacks the future already had (asyncio's sock_connect
+            # needs its own to run first).
+            waiting._asyncio_future_blocking = True
             return waiting
         return self._coro.send(None)
 
