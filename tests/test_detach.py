@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -196,9 +197,8 @@ async def _hold(deadlines: Deadlines, gate: asyncio.Future[None], *, start: bool
     return "answered"
 
 
-async def test_a_moved_attempts_deadline_cancels_its_new_task_not_the_caller() -> None:
-    deadlines = Deadlines(0.1)
-    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+def _adopter(deadlines: Deadlines) -> tuple[Callable[[Rest[str]], None], list[asyncio.Task[str]]]:
+    """An ``adopt`` that moves the attempt's deadline, as KeyMaker's does, and the tasks it started."""
     adopted: list[asyncio.Task[str]] = []
 
     def adopt(rest: Rest[str]) -> None:
@@ -206,6 +206,14 @@ async def test_a_moved_attempts_deadline_cancels_its_new_task_not_the_caller() -
         adopted.append(task)
         assert rest.owner is not None
         deadlines.moved(rest.owner, task, resend=not rest.waited)
+
+    return adopt, adopted
+
+
+async def test_a_moved_attempts_deadline_cancels_its_new_task_not_the_caller() -> None:
+    deadlines = Deadlines(0.1)
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    adopt, adopted = _adopter(deadlines)
 
     async def caller() -> str:
         with pytest.raises(asyncio.CancelledError):
@@ -251,13 +259,7 @@ async def test_a_deadline_then_an_anyio_scope_cancel_in_one_turn_leaves_the_scop
     deadlines = Deadlines(1000.0)
     loop = asyncio.get_running_loop()
     gate: asyncio.Future[None] = loop.create_future()
-    adopted: list[asyncio.Task[str]] = []
-
-    def adopt(rest: Rest[str]) -> None:
-        task = rest.start()
-        adopted.append(task)
-        assert rest.owner is not None
-        deadlines.moved(rest.owner, task, resend=not rest.waited)
+    adopt, adopted = _adopter(deadlines)
 
     scopes: list[anyio.CancelScope] = []
 
@@ -314,13 +316,7 @@ async def test_the_adopting_task_does_not_start_eagerly() -> None:
     try:
         deadlines = Deadlines(1000.0)
         gate: asyncio.Future[None] = loop.create_future()
-        adopted: list[asyncio.Task[str]] = []
-
-        def adopt(rest: Rest[str]) -> None:
-            task = rest.start()
-            adopted.append(task)
-            assert rest.owner is not None
-            deadlines.moved(rest.owner, task, resend=not rest.waited)
+        adopt, adopted = _adopter(deadlines)
 
         async def caller() -> str:
             return await keep_going(_hold(deadlines, gate), adopt)
